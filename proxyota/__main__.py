@@ -1,0 +1,5 @@
+"""Allow ``python -m proxyota``."""
+
+from proxyota.cli import main
+
+raise SystemExit(main())
