@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m proxyota demo
+	$(PY) -m proxyota demo --config configs/demo.toml
 
 bench: $(STAMP)
 	$(PY) benchmarks/fec.py

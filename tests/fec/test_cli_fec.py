@@ -76,3 +76,21 @@ def test_demo_round_trip_small(capsys) -> None:
     assert main(["demo", "--image-size", "3000", "--receivers", "5", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "byte for byte" in out
+
+
+def test_demo_config_is_validated(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[demo]\nreceiverz = 3\n")
+    assert main(["demo", "--config", str(bad)]) == 1
+    assert "demo.receiverz" in capsys.readouterr().err
+    bad.write_text("[demo]\nreceivers = 'many'\n")
+    assert main(["demo", "--config", str(bad)]) == 1
+    assert "demo.receivers" in capsys.readouterr().err
+
+
+def test_shipped_demo_config_loads() -> None:
+    from proxyota.cli.demo import load_settings
+
+    repo = Path(__file__).resolve().parents[2]
+    s = load_settings(str(repo / "configs" / "demo.toml"), {"receivers": 7})
+    assert s.receivers == 7 and s.frag_size == 48 and s.loss_max == 0.30
