@@ -5,6 +5,12 @@
 integration delivers (:class:`~proxyota.chirpstack.events.UplinkEvent`), and executes the
 actions it returns through :class:`~proxyota.chirpstack.client.ChirpStackClient`.
 
+Delivery: ChirpStack's ``txack`` event names the queue item a gateway transmitted; the driver
+remembers which request each queue item carries (``queue_items``, saved with the state) and
+reports the transmission to the machine (:meth:`FuotaSession.on_delivered`), whose answer timers
+then start at the real delivery instead of at enqueue time (class A devices fetch a downlink
+only at their next uplink).
+
 Durability: after every step the machine's state (plus the driver's own, the multicast group
 id) is saved through a :class:`StateSink` *before* the step's actions are executed, so a crash
 can lose an action but never a state change; the machine's request retries and the repair
@@ -24,7 +30,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
 from proxyota.chirpstack.client import ChirpStackClient, ChirpStackError
-from proxyota.chirpstack.events import Event, UplinkEvent
+from proxyota.chirpstack.events import Event, TxAckEvent, UplinkEvent
 from proxyota.clock import Clock
 from proxyota.errors import DecodeError
 from proxyota.lorawan.session import FuotaSession
@@ -134,6 +140,8 @@ class FuotaDriver:
         self.group_id = group_id
         self.on_node_event = on_node_event
         self.stats = DriverStats()
+        #: ChirpStack queue item id -> (dev_eui, request kind), for txack events
+        self.queue_items: dict[str, tuple[str, str]] = {}
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 
@@ -162,13 +170,16 @@ class FuotaDriver:
         driver = cls(session, client, clock, campaign_id=campaign_id,
                      application_id=application_id, sink=sink,
                      group_id=doc.get("driver", {}).get("group_id"), **kwargs)
+        driver.queue_items = {k: (v[0], v[1]) for k, v in
+                              doc.get("driver", {}).get("queue_items", {}).items()}
         log.info("campaign %s resumed at stage %s", campaign_id, doc["machine"].get("stage"))
         return driver
 
     def document(self) -> dict[str, Any]:
         return {
             "machine": self.session.state.to_dict(),
-            "driver": {"group_id": self.group_id},
+            "driver": {"group_id": self.group_id,
+                       "queue_items": {k: list(v) for k, v in self.queue_items.items()}},
         }
 
     # -- running --------------------------------------------------------------------------
@@ -201,6 +212,9 @@ class FuotaDriver:
         the machine; everything else (status, other ports) to ``on_node_event``."""
         if self.on_node_event is not None:
             await self.on_node_event(event)
+        if isinstance(event, TxAckEvent):
+            await self._delivered(event)
+            return
         if not isinstance(event, UplinkEvent):
             return
         if event.f_port not in FUOTA_PORTS or event.dev_eui not in self.session.state.devices:
@@ -218,6 +232,16 @@ class FuotaDriver:
                     self.stats.malformed += 1
                     return
                 await self._step(actions)
+        self._wake.set()
+
+    async def _delivered(self, event: TxAckEvent) -> None:
+        item = self.queue_items.pop(event.queue_item_id, None)
+        if item is None:
+            return
+        dev_eui, kind = item
+        async with self._lock:
+            with self.clock.busy():
+                await self._step(self.session.on_delivered(dev_eui, kind, self.clock.now()))
         self._wake.set()
 
     # -- executing actions ----------------------------------------------------------------
@@ -241,8 +265,11 @@ class FuotaDriver:
             await self.client.enqueue_multicast(self.group_id, action.fport, action.payload)
             self.stats.multicast_enqueued += 1
         elif isinstance(action, SendUnicast):
-            await self.client.enqueue_device(action.dev_eui, action.fport, action.payload)
+            item_id = await self.client.enqueue_device(action.dev_eui, action.fport,
+                                                       action.payload)
             self.stats.unicast_enqueued += 1
+            if item_id:
+                self.queue_items[item_id] = (action.dev_eui, action.kind)
         elif isinstance(action, CreateMulticastGroup):
             await self._create_group(action)
         elif isinstance(action, DeleteMulticastGroup):

@@ -383,17 +383,42 @@ class FuotaSession(SessionAnswers, SessionRounds):
                  out: list[Action], *, ahead: int = 0) -> None:
         """Send a unicast request that waits for an answer (deadline, retries)."""
         payload = encode_commands(cmds)
-        queued = len(dev.pending) + ahead
-        deadline = now + self.config.timeouts.answer * (1 + queued)
-        dev.pending[kind] = PendingRequest(kind, fport, payload.hex(), now, deadline)
+        dev.pending[kind] = PendingRequest(kind, fport, payload.hex(), now,
+                                           self._request_deadline(dev, now, ahead))
         out.append(SendUnicast(dev.dev_eui, fport, payload, kind))
         self._event(dev, now, "sent", request=kind, payload=payload.hex())
+
+    def _request_deadline(self, dev: DeviceState, now: float, ahead: int = 0) -> float:
+        """When a request just queued times out: with delivery tracking, the time the device
+        has to fetch it; without, one ``answer`` per request queued for the device."""
+        t = self.config.timeouts
+        if t.delivery is not None:
+            dev.unfetched += 1
+            return now + t.delivery * dev.unfetched
+        return now + t.answer * (1 + len(dev.pending) + ahead)
+
+    def on_delivered(self, dev_eui: str, kind: str, now: float) -> list[Action]:
+        """The network server transmitted the unicast request ``kind`` (the ``kind`` of the
+        :class:`SendUnicast`) to ``dev_eui`` at ``now``: its answer timer starts. Unknown
+        devices, untracked kinds and repeated reports change nothing."""
+        dev = self._state.devices.get(dev_eui)
+        if dev is None or self.config.timeouts.delivery is None:
+            return []
+        dev.unfetched = max(0, dev.unfetched - 1)
+        req = dev.pending.get(kind)
+        if req is None or req.delivered_at is not None:
+            return []
+        req.delivered_at = now
+        req.deadline = now + self.config.timeouts.answer
+        return []
 
     def _send(self, dev: DeviceState, kind: str, fport: int, cmds: list[Command], now: float,
               out: list[Action], log: bool = True) -> None:
         """Send a unicast downlink that expects no tracked answer."""
         payload = encode_commands(cmds)
         out.append(SendUnicast(dev.dev_eui, fport, payload, kind))
+        if self.config.timeouts.delivery is not None:
+            dev.unfetched += 1
         if log:
             self._event(dev, now, "sent", request=kind, payload=payload.hex())
 
@@ -661,21 +686,25 @@ class FuotaSession(SessionAnswers, SessionRounds):
 
     def _on_timeout(self, dev: DeviceState, kind: str, now: float, out: list[Action]) -> None:
         req = dev.pending[kind]
-        if kind != "status" and req.attempts <= self.config.timeouts.max_retries:
+        tracked = self.config.timeouts.delivery is not None
+        never_fetched = tracked and req.delivered_at is None
+        if kind != "status" and not never_fetched and req.attempts <= self.config.timeouts.max_retries:
             payload = bytes.fromhex(req.payload)
-            others = len(dev.pending) - 1
             req.attempts += 1
             req.sent_at = now
-            req.deadline = now + self.config.timeouts.answer * (1 + others)
+            req.delivered_at = None
+            req.deadline = self._request_deadline(dev, now, -1)
             out.append(SendUnicast(dev.dev_eui, req.fport, payload, kind))
             self._event(dev, now, "retry", request=kind, attempt=req.attempts)
             return
+        if never_fetched:
+            self._event(dev, now, "not_fetched", request=kind)
         del dev.pending[kind]
         self._event(dev, now, "timeout", request=kind, attempts=req.attempts)
         if kind.startswith("probe:"):
             port = int(kind.split(":", 1)[1])
             if port in REQUIRED_PORTS:
-                if dev.answered:
+                if dev.answered and not never_fetched:
                     self._fail(dev, Reason.PACKAGE_NOT_SUPPORTED,
                                {"package": PACKAGE_NAMES[port], "why": "no PackageVersionAns"}, now, out)
                 else:

@@ -127,6 +127,11 @@ class Timeouts:
     answer: how long one queued class A request may take to be answered (the device must
         uplink to fetch it, then uplink its answer); a request queued behind others gets
         one ``answer`` more per request ahead of it.
+    delivery: None, or delivery tracking (the driver reports each downlink's transmission
+        with :meth:`FuotaSession.on_delivered`, e.g. from ChirpStack ``txack`` events): a
+        request then waits up to ``delivery`` s for the device to fetch it (class A: its next
+        uplink) and is never resent while still queued; ``answer`` counts from the
+        transmission. A request never fetched fails the device (``no_answer``).
     max_retries: resends of an unanswered request before giving up on it.
     setup_window: from ``start`` to the multicast session start (every device must be set
         up by then). ``reopen_window``: the same for a reopened session (default: equal).
@@ -138,6 +143,7 @@ class Timeouts:
     """
 
     answer: float = 300.0
+    delivery: float | None = None
     max_retries: int = 2
     setup_window: float = 3600.0
     reopen_window: float | None = None
@@ -150,6 +156,8 @@ class Timeouts:
         for name in ("answer", "setup_window"):
             if _num("Timeouts", name, getattr(self, name)) <= 0:
                 raise InvalidArgument(f"Timeouts.{name} must be > 0")
+        if self.delivery is not None and _num("Timeouts", "delivery", self.delivery) <= 0:
+            raise InvalidArgument("Timeouts.delivery must be > 0")
         if self.reopen_window is not None and _num("Timeouts", "reopen_window", self.reopen_window) <= 0:
             raise InvalidArgument("Timeouts.reopen_window must be > 0")
         for name in ("status_margin", "start_guard", "boot_margin", "clock_tolerance"):

@@ -109,7 +109,10 @@ def _simple(cls: type, data: Any) -> Any:
 
 @dataclass
 class PendingRequest:
-    """A unicast request waiting for its answer (payload as hex, resent as is on retry)."""
+    """A unicast request waiting for its answer (payload as hex, resent as is on retry).
+
+    ``delivered_at``: when the network server reported the downlink transmitted (only with
+    ``Timeouts.delivery``); until then the request is still in the device's queue."""
 
     kind: str
     fport: int
@@ -117,6 +120,7 @@ class PendingRequest:
     sent_at: float
     deadline: float
     attempts: int = 1
+    delivered_at: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PendingRequest:
@@ -133,6 +137,9 @@ class DeviceState:
     versions: dict[str, int] = field(default_factory=dict)
     answered: bool = False  # answered anything at all
     pending: dict[str, PendingRequest] = field(default_factory=dict)
+    # downlinks queued at the network server and not reported transmitted yet (delivery
+    # tracking only): a new request waits behind them
+    unfetched: int = 0
     synced_at: float | None = None
     resync: bool = False  # in CLOCK_SYNC because TimeToStart disagreed
     resyncs: int = 0
