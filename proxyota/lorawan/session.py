@@ -688,6 +688,13 @@ class FuotaSession(SessionAnswers, SessionRounds):
         req = dev.pending[kind]
         tracked = self.config.timeouts.delivery is not None
         never_fetched = tracked and req.delivered_at is None
+        if never_fetched and req.waits < self.config.timeouts.max_retries:
+            # still queued at the network server (the gateway's duty cycle rations unicast
+            # downlinks): wait another delivery window, never resend a queued request
+            req.waits += 1
+            req.deadline = now + self.config.timeouts.delivery
+            self._event(dev, now, "waiting_delivery", request=kind, waits=req.waits)
+            return
         if kind != "status" and not never_fetched and req.attempts <= self.config.timeouts.max_retries:
             payload = bytes.fromhex(req.payload)
             req.attempts += 1

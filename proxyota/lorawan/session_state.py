@@ -84,12 +84,29 @@ def _check_keys(cls: type, data: Any) -> Mapping[str, Any]:
     return data
 
 
+_LEAVES = (str, int, float, bool, type(None))
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _plain(value: Any) -> Any:
-    """Deep copy into JSON-native values (StrEnum -> str, tuples -> lists)."""
+    """Deep copy into JSON-native values (StrEnum -> str, tuples -> lists).
+
+    Called on the whole state at every persisted step, so plain leaves and dicts take the
+    shortest path (exact type checks; dataclass field names cached per class)."""
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
+    if kind is dict:
+        return {str(k): (v if type(v) in _LEAVES else _plain(v)) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _LEAVES else _plain(v) for v in value]
     if isinstance(value, StrEnum):
         return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    names = _FIELDS.get(kind)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
+    if names is not None:
+        return {n: _plain(getattr(value, n)) for n in names}
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -121,6 +138,7 @@ class PendingRequest:
     deadline: float
     attempts: int = 1
     delivered_at: float | None = None
+    waits: int = 0  # delivery windows waited through while still queued
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PendingRequest:

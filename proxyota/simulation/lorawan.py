@@ -51,7 +51,7 @@ class LorawanSimulation:
     version: int = 1
     fixed_redundancy: float | None = None  # percent
     seed: int = 1
-    uplink_period: float = 1800.0
+    uplink_period: float = 300.0  # class A uplinks while a FUOTA runs (LoRaMac-node's example: 40 s)
     encoding: str = "json"
     chirpstack_down_at: float | None = None  # emulated ChirpStack restart (s after start)
     chirpstack_down_for: float = 600.0
@@ -138,8 +138,13 @@ async def run(sim: LorawanSimulation) -> dict[str, Any]:
             repair_policy=_repair_policy(sim),
             # ChirpStack reports each unicast transmission (txack): answer timers start then;
             # a class A device fetches a queued request at its next uplink
-            timeouts=Timeouts(setup_window=max(6 * 3600.0, 12 * sim.uplink_period),
-                              delivery=3 * sim.uplink_period),
+            # (5 resends: at 30 % downlink loss three attempts still fail ~3 % of devices)
+            # every class A setup step (probes, clock, McGroup, FragSession, session) costs about
+            # one uplink period, more with losses, and the gateway's duty cycle rations unicast
+            # downlinks across the fleet: both windows grow with the fleet
+            timeouts=Timeouts(setup_window=16 * sim.uplink_period + 60.0 * sim.nodes,
+                              max_retries=5,
+                              delivery=4 * sim.uplink_period + 10.0 * sim.nodes),
         )
         with tempfile.TemporaryDirectory(prefix="proxyota-sim-") as tmp:
             from proxyota.lorawan.session import FuotaSession
