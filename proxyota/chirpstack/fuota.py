@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 import logging
 import os
 import tempfile
@@ -144,6 +145,7 @@ class FuotaDriver:
         self.queue_items: dict[str, tuple[str, str]] = {}
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._events: deque[tuple[Event, float]] = deque()
 
     # -- construction / resume ----------------------------------------------------------
     @classmethod
@@ -184,12 +186,19 @@ class FuotaDriver:
 
     # -- running --------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
-        """Run until the session is finished; returns the machine's report."""
+        """Run until the session is finished; returns the machine's report.
+
+        Integration events are queued by :meth:`handle_event` and processed here, in order,
+        one step at a time, like the timers."""
         if self.session.state.stage == Stage.CREATED:
             async with self._lock:
                 with self.clock.busy():
-                    await self._step(self.session.start(self.clock.now()))
+                    actions = self.session.start(self.clock.now())
+                await self._step(actions)
         while not self.session.finished:
+            if self._events:
+                await self._process(self._events.popleft())
+                continue
             deadline = self.session.next_deadline()
             self._wake.clear()
             waiters = [asyncio.ensure_future(self._wake.wait())]
@@ -203,50 +212,73 @@ class FuotaDriver:
             async with self._lock:
                 with self.clock.busy():
                     due = self.session.next_deadline()
-                    if due is not None and due <= self.clock.now():
-                        await self._step(self.session.on_timer(self.clock.now()))
+                    actions = (self.session.on_timer(self.clock.now())
+                               if due is not None and due <= self.clock.now() else None)
+                if actions is not None:
+                    await self._step(actions)
         return self.session.report()
 
     async def handle_event(self, event: Event) -> None:
-        """The integration's callback: fPort 200-203 uplinks of the campaign's devices go to
-        the machine; everything else (status, other ports) to ``on_node_event``."""
+        """The integration's callback. fPort 200-203 uplinks of the campaign's devices and
+        ``txack`` events are queued for :meth:`run` (never processed inside the HTTP request,
+        so a ChirpStack call retrying with backoff cannot stall the integration); everything
+        goes to ``on_node_event`` too."""
         if self.on_node_event is not None:
             await self.on_node_event(event)
         if isinstance(event, TxAckEvent):
-            await self._delivered(event)
+            if event.queue_item_id not in self.queue_items:
+                return
+        elif isinstance(event, UplinkEvent):
+            if event.f_port not in FUOTA_PORTS or event.dev_eui not in self.session.state.devices:
+                self.stats.uplinks_ignored += 1
+                return
+            self.stats.uplinks += 1
+        else:
             return
-        if not isinstance(event, UplinkEvent):
-            return
-        if event.f_port not in FUOTA_PORTS or event.dev_eui not in self.session.state.devices:
-            self.stats.uplinks_ignored += 1
-            return
-        self.stats.uplinks += 1
-        async with self._lock:
-            with self.clock.busy():
-                now = self.clock.now()
-                try:
-                    actions = self.session.on_uplink(
-                        event.dev_eui, event.f_port, event.data, now, gps_time=event.gps_time()
-                    )
-                except DecodeError:  # the machine records it; defensive only
-                    self.stats.malformed += 1
-                    return
-                await self._step(actions)
+        self._events.append((event, self.clock.now()))
         self._wake.set()
 
-    async def _delivered(self, event: TxAckEvent) -> None:
-        item = self.queue_items.pop(event.queue_item_id, None)
-        if item is None:
-            return
-        dev_eui, kind = item
+    async def _process(self, item: tuple[Event, float]) -> None:
+        event, received_at = item
         async with self._lock:
             with self.clock.busy():
-                await self._step(self.session.on_delivered(dev_eui, kind, self.clock.now()))
-        self._wake.set()
+                if isinstance(event, TxAckEvent):
+                    dev_eui, kind = self.queue_items.pop(event.queue_item_id)
+                    actions = self.session.on_delivered(dev_eui, kind, received_at)
+                else:
+                    assert isinstance(event, UplinkEvent)
+                    try:
+                        actions = self.session.on_uplink(event.dev_eui, event.f_port, event.data,
+                                                         received_at, gps_time=event.gps_time())
+                    except DecodeError:  # the machine records it; defensive only
+                        self.stats.malformed += 1
+                        return
+            await self._step(actions)
+
+    async def step(self, actions: list[Action]) -> None:
+        """Persist the state and execute ``actions`` outside the run loop (e.g. an abort's
+        cleanup from :meth:`FuotaSession.cancel`), serialised with the loop's steps."""
+        async with self._lock:
+            await self._step(actions)
+
+    async def halt(self, task: "asyncio.Task[Any]") -> None:
+        """Cancel ``task`` (running :meth:`run`) between steps, never inside one."""
+        if task.done():
+            return
+        async with self._lock:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
 
     # -- executing actions ----------------------------------------------------------------
     async def _step(self, actions: list[Action]) -> None:
-        await self.sink.save(self.campaign_id, self.document())
+        """Save the state, then execute the actions. Emulated time stands still while the
+        state is saved; the ChirpStack calls hold ``busy()`` per attempt themselves, so
+        time can move while one backs off."""
+        with self.clock.busy():
+            await self.sink.save(self.campaign_id, self.document())
         for action in actions:
             self.stats.actions += 1
             try:

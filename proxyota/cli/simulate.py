@@ -140,3 +140,99 @@ def print_zigbee_report(report: dict[str, Any], out: Any = None) -> None:
         print(f"{node['ieee']:<23} {node['nwk']:<6} {role:<10} {node['hops']:>4} {node['profile']:<22} "
               f"0x{node['file_version']:08X} {node['blocks_received']:>6} {node['resumes']:>7} "
               f"{_fmt(node['version_reported_at'], ' s'):>9}  {status}", file=out)
+
+
+# -- lorawan ----------------------------------------------------------------------------
+
+
+def _loss_range(text: str) -> tuple[float, float]:
+    """``LO-HI`` as probabilities (0.01-0.3) or percentages (1-30%%)."""
+    lo_text, sep, hi_text = text.partition("-")
+    if not sep:
+        lo_text = hi_text = text
+    try:
+        lo, hi = (_probability(v if not text.endswith("%") or v.endswith("%") else v + "%")
+                  for v in (lo_text, hi_text))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"--loss must be LO-HI, e.g. 0-0.3 or 1-30%%, got {text!r}") from None
+    if lo > hi:
+        raise argparse.ArgumentTypeError(f"--loss LO must not exceed HI, got {text!r}")
+    return lo, hi
+
+
+def _lorawan(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from proxyota.simulation.lorawan import LorawanSimulation, run
+
+    image = Path(args.image).read_bytes() if args.image else None
+    sim = LorawanSimulation(
+        nodes=args.nodes, loss_min=args.loss[0], loss_max=args.loss[1], burst=args.burst,
+        dead=args.dead, image_size=args.image_size, image=image, region=args.region,
+        dr=args.dr, version=args.version,
+        fixed_redundancy=args.fixed_redundancy, seed=args.seed,
+        uplink_period=args.uplink_period,
+    )
+    report = asyncio.run(run(sim))
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        print_lorawan_report(report)
+    return 0 if report["updated"] == report["nodes"] - len(report["dead"]) else EXIT_NOT_ALL_UPDATED
+
+
+def print_lorawan_report(r: dict[str, Any], out: Any = None) -> None:
+    out = out or sys.stdout
+    w = out.write
+    w(f"LoRaWAN FUOTA campaign ({r['mode']}, TS004 v{r['version']}, {r['region']} DR{r['dr']}, "
+      f"FragSize {r['frag_size']})\n")
+    w(f"  nodes            {r['nodes']} ({len(r['dead'])} dead)\n")
+    w(f"  updated          {r['updated']} (new firmware running, read from the emulated devices)\n")
+    w(f"  failed           {len(r['failed'])}")
+    if r["failed"]:
+        reasons: dict[str, int] = {}
+        for reason in r["failed"].values():
+            reasons[str(reason)] = reasons.get(str(reason), 0) + 1
+        w("  (" + ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items())) + ")")
+    w("\n")
+    w(f"  image            {r['image_bytes']} bytes -> NbFrag {r['nb_frag']}\n")
+    w(f"  multicast sent   {r['fragments_sent']} fragments in {r['rounds']} round(s); "
+      f"unicast {r['unicast_fragments']}\n")
+    w(f"  bound            {r['bound']:.1f} = NbFrag / (1 - p_max {r['p_max']:.3f}); "
+      f"efficiency {r['efficiency']:.3f}\n")
+    w(f"  airtime          {_fmt(r['airtime_s'], ' s')} multicast; network time "
+      f"{_fmt(r['network_time_s'] / 3600, ' h', 2)} (emulated)\n")
+    w(f"  wall             {_fmt(r['wall_s'], ' s', 2)}\n")
+
+
+@subcommand
+def add_lorawan(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "lorawan", help="FUOTA campaign through ChirpStack's API against emulated ChirpStack + devices",
+        description="Start an emulated ChirpStack v4 (gRPC + HTTP integration) with emulated end "
+        "devices on an emulated clock, run a real campaign through proxyota's ChirpStack adapter "
+        "over 127.0.0.1 (ephemeral ports) and report. Exit 0 when every live device runs the new "
+        "firmware, 3 when some do not.")
+    p.add_argument("--nodes", type=int, default=100, help="end devices (default 100)")
+    p.add_argument("--loss", type=_loss_range, default=(0.0, 0.30), metavar="LO-HI",
+                   help="per-device downlink loss, drawn uniformly in LO-HI (default 0-0.3)")
+    p.add_argument("--burst", action="store_true",
+                   help="Gilbert-Elliott burst losses (mean burst 4 frames) instead of independent")
+    p.add_argument("--dead", type=int, default=0, help="devices that never answer (default 0)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--image-size", type=int, default=50 * 1024,
+                     help="bytes of a generated image (default 51200)")
+    src.add_argument("--image", metavar="FILE", help="firmware payload to deliver")
+    p.add_argument("--region", default="EU868", help="EU868 (default), US915, AU915, AS923-1, ...")
+    p.add_argument("--dr", type=int, default=None,
+                   help="multicast data rate (default: the region's class C default, RX2)")
+    p.add_argument("--version", type=int, choices=(1, 2), default=1,
+                   help="TS004 version: 1 = LoRaMac-node-like devices, 2 = LBM-like (default 1)")
+    p.add_argument("--fixed-redundancy", type=float, metavar="PCT", default=None,
+                   help="ChirpStack's built-in FUOTA instead: one round, PCT %% redundancy, no repair")
+    p.add_argument("--uplink-period", type=float, default=300.0,
+                   help="class A uplink period of the devices, s (default 300)")
+    p.add_argument("--seed", type=int, default=1, help="seed of losses, keys and devices (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_lorawan)

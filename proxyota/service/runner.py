@@ -92,22 +92,9 @@ class ApiError(ProxyotaError):
 
 
 class ServiceDriver(FuotaDriver):
-    """The FUOTA driver with what the service needs on top: a stop that lets the step in
-    flight finish, and executing a step (abort's cleanup) outside the run loop."""
-
-    async def step(self, actions: list) -> None:
-        async with self._lock:
-            with self.clock.busy():
-                await self._step(actions)
-
-    async def halt(self, task: asyncio.Task) -> None:
-        """Stop ``task`` (running :meth:`run`) between steps, never inside one."""
-        if task.done():
-            return
-        async with self._lock:  # a step in flight (timer or uplink) completes first
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    """The FUOTA driver as the service runs it (``step`` and ``halt`` come from
+    :class:`FuotaDriver`: a stop that lets the step in flight finish, and executing a step
+    such as an abort's cleanup outside the run loop)."""
 
 
 @dataclass

@@ -48,6 +48,7 @@ class LorawanSimulation:
     image: bytes | None = None
     region: str = "EU868"
     dr: int | None = None
+    frag_size: int | None = None  # default: the largest the DR carries
     version: int = 1
     fixed_redundancy: float | None = None  # percent
     seed: int = 1
@@ -55,6 +56,8 @@ class LorawanSimulation:
     encoding: str = "json"
     chirpstack_down_at: float | None = None  # emulated ChirpStack restart (s after start)
     chirpstack_down_for: float = 600.0
+    duplicate_events: float = 0.0  # integration faults: each event repeated with this probability
+    malformed_events: float = 0.0  # ... or preceded by a malformed body
 
     def validate(self) -> None:
         if self.nodes < 1:
@@ -86,6 +89,7 @@ async def run(sim: LorawanSimulation) -> dict[str, Any]:
     from radio_emulators.lorawan.campaign import build_campaign_network
     from radio_emulators.lorawan.chirpstack import EmulatedChirpStack
     from radio_emulators.lorawan.firmware import make_test_image
+    from radio_emulators.lorawan.integration import IntegrationFaults
 
     wall0 = time.perf_counter()
     rng = random.Random(sim.seed)
@@ -112,7 +116,10 @@ async def run(sim: LorawanSimulation) -> dict[str, Any]:
     url = await receiver.start("127.0.0.1", 0)
     chirpstack = EmulatedChirpStack(cn.network, clock, api_token=API_TOKEN, integration_url=url,
                                     encoding=sim.encoding, application_id=application_id,
-                                    device_keys=cn.keys, seed=sim.seed)
+                                    device_keys=cn.keys, seed=sim.seed,
+                                    faults=IntegrationFaults(duplicate_p=sim.duplicate_events,
+                                                             malformed_p=sim.malformed_events,
+                                                             seed=sim.seed))
     port = await chirpstack.start("127.0.0.1", 0)
     client = ChirpStackClient(f"127.0.0.1:{port}", API_TOKEN, clock=clock,
                               retry=RetryPolicy(max_attempts=12, max_backoff=120.0))
@@ -132,6 +139,7 @@ async def run(sim: LorawanSimulation) -> dict[str, Any]:
             mc_key=rng.randbytes(16),
             region=sim.region,
             dr=sim.dr,
+            frag_size=sim.frag_size,
             frag_versions=(sim.version,),
             descriptor=hashlib.sha256(image).digest()[:4],
             expected_fw_version=NEW_VERSION,
@@ -202,7 +210,10 @@ async def run(sim: LorawanSimulation) -> dict[str, Any]:
         "reopenings": report["reopenings"],
         "state_saves": saves,
         "driver": {"uplinks": driver.stats.uplinks, "action_errors": driver.stats.action_errors},
-        "chirpstack": {k: stats[k] for k in sorted(stats) if isinstance(stats[k], (int, float))},
+        "chirpstack": {"calls": sum(stats["calls"].values()), "errors": dict(stats["errors"]),
+                       "network": {k: v for k, v in vars(stats["network"]).items()
+                                   if isinstance(v, (int, float))}},
+        "integration_responses": dict(sorted(receiver.dispatcher.counts.items())),
         "ground_truth_new_version": sum(1 for d in cn.devices if d.fw_version == NEW_VERSION),
         "wall_s": round(time.perf_counter() - wall0, 2),
     }

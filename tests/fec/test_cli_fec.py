@@ -73,7 +73,8 @@ def test_console_script_help() -> None:
 
 
 def test_demo_round_trip_small(capsys) -> None:
-    assert main(["demo", "--image-size", "3000", "--receivers", "5", "--seed", "3"]) == 0
+    assert main(["demo", "--image-size", "3000", "--receivers", "5", "--seed", "3",
+                 "--lorawan-nodes", "0", "--zigbee-nodes", "0"]) == 0
     out = capsys.readouterr().out
     assert "byte for byte" in out
 
