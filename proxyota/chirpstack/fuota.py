@@ -25,7 +25,6 @@ import json
 from collections import deque
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
@@ -34,6 +33,7 @@ from proxyota.chirpstack.client import ChirpStackClient, ChirpStackError
 from proxyota.chirpstack.events import Event, TxAckEvent, UplinkEvent
 from proxyota.clock import Clock
 from proxyota.errors import DecodeError
+from proxyota.fsutil import atomic_write
 from proxyota.lorawan.session import FuotaSession
 from proxyota.lorawan.session_actions import (
     Action,
@@ -72,26 +72,9 @@ class FileStateSink:
             raise ValueError(f"bad campaign id {campaign_id!r}")
         return self.root / f"{campaign_id}.json"
 
-    def _write(self, path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dfd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
     async def save(self, campaign_id: str, doc: dict[str, Any]) -> None:
         data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-        await asyncio.to_thread(self._write, self._path(campaign_id), data)
+        await asyncio.to_thread(atomic_write, self._path(campaign_id), data)
         self.saves += 1
 
     async def load(self, campaign_id: str) -> dict[str, Any] | None:

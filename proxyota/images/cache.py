@@ -30,11 +30,11 @@ import json
 import logging
 import os
 import re
-import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxyota.fsutil import atomic_write, fsync_dir
 from proxyota.errors import InvalidArgument, ProxyotaError
 
 log = logging.getLogger(__name__)
@@ -83,34 +83,6 @@ def normalize_digest(digest: str | bytes) -> str:
         if _HEX64.match(text):
             return text
     raise InvalidArgument(f"not a SHA-256 digest (64 hex digits): {digest!r}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Write ``data`` to ``path`` via a temp file in ``tmp_dir`` (same filesystem):
-    write, fsync, rename, fsync the directory. On error the temp file is removed."""
-    tmp = tmp_dir / f"{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 @dataclass
@@ -265,7 +237,7 @@ class ImageCache:
                 d: {"size": e.size, "used": e.used} for d, e in sorted(self._entries.items())
             },
         }
-        atomic_write(self._index_path, json.dumps(doc, indent=1).encode(), self._tmp)
+        atomic_write(self._index_path, json.dumps(doc, indent=1).encode(), tmp_dir=self._tmp)
 
     # ------------------------------------------------------------------ queries
 
@@ -320,7 +292,7 @@ class ImageCache:
                 self._save_index()
                 return digest
             victims = self._plan_room(len(data), exclude=digest)
-            atomic_write(path, data, self._tmp)
+            atomic_write(path, data, tmp_dir=self._tmp)
             self._clock += 1
             self._entries[digest] = _Entry(len(data), self._clock)
             for v in victims:
@@ -379,7 +351,7 @@ class ImageCache:
         with self._lock:
             if owner in self._pins.get(d, ()):
                 return
-            atomic_write(self._pin_path(d, owner), owner.encode("utf-8"), self._tmp)
+            atomic_write(self._pin_path(d, owner), owner.encode("utf-8"), tmp_dir=self._tmp)
             self._pins.setdefault(d, set()).add(owner)
 
     def unpin(self, digest: str | bytes, owner: str) -> bool:
@@ -394,7 +366,7 @@ class ImageCache:
                 self._pin_path(d, owner).unlink()
             except FileNotFoundError:
                 pass
-            _fsync_dir(self._pins_dir)
+            fsync_dir(self._pins_dir)
             owners.discard(owner)
             if not owners:
                 del self._pins[d]

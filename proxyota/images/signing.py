@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import os
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Union
@@ -35,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from proxyota.fsutil import atomic_write
 from proxyota.errors import InvalidArgument, ProxyotaError
 
 PrivateKey = Union[ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey]
@@ -204,34 +203,11 @@ def load_public_key(source: Path | str | bytes) -> PublicKey:
     return _check_public(key)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_file(path: Path, data: bytes, mode: int, overwrite: bool) -> None:
-    """Write via a temporary file created with ``mode`` (never wider), fsync, rename."""
+    """Write atomically with ``mode`` (never wider); refuse to replace unless ``overwrite``."""
     if path.exists() and not overwrite:
         raise InvalidArgument(f"{path} exists; refusing to overwrite it")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+    atomic_write(path, data, mode=mode)
 
 
 def write_key_pair(

@@ -42,7 +42,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -66,6 +65,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from proxyota.fsutil import atomic_write
 from proxyota.errors import DecodeError, InvalidArgument, ProxyotaError
 from proxyota.images import envelope
 from proxyota.images.policy import (
@@ -112,39 +112,15 @@ def env_var(role: str) -> str:
 # --------------------------------------------------------------------------- small helpers
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644, *, exclusive: bool = False) -> None:
-    """Temp file + fsync + rename (+ directory fsync); ``exclusive`` refuses an existing path."""
+    """Crash-safe write (see :mod:`proxyota.fsutil`); ``exclusive`` refuses an existing path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if exclusive and path.exists():
         raise RepoError(f"{path} already exists; refusing to overwrite a published version")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if exclusive:
-            os.link(tmp, path)  # fails if path appeared meanwhile
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, path)
+        atomic_write(path, data, mode=mode, exclusive=exclusive)
     except FileExistsError:
-        tmp.unlink(missing_ok=True)
-        raise RepoError(f"{path} already exists; refusing to overwrite a published version")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+        raise RepoError(f"{path} already exists; refusing to overwrite a published version") from None
 
 
 def check_target_name(name: str) -> str:
