@@ -189,7 +189,8 @@ class FuotaSession(SessionAnswers, SessionRounds):
         self._ping_period = float(1 << config.ping_slot_periodicity) if config.device_class == "B" else 0.0
         # spacing of back-to-back fragments: airtime / duty cycle (class B: at most one per ping slot)
         period = min_fragment_period(self._region, config.dr, config.frag_size, self._freq)
-        self._frag_period = max(period, self._ping_period, self._frag_airtime)
+        self._frag_period = max(period, self._ping_period, self._frag_airtime,
+                                config.min_frame_spacing)
         self._duty = DutyCycleAccount(self._region, state.duty_cycle)
         self._mc_key_enc: dict[str, bytes] = {}
         self._mic: dict[tuple[str, int], bytes] = {}

@@ -210,6 +210,10 @@ class SessionConfig:
     ``expected_fw_version``: what DevVersionAns must report after the reboot (None: any).
     ``session_time_out``: a fixed TimeOut for the session requests (class C: 2^TimeOut s,
     class B: 128·2^TimeOut s) instead of the one sized from the expected work.
+    ``min_frame_spacing``: the network server's own minimum spacing of multicast frames
+    (ChirpStack v4: ``multicast_class_c_margin``, 5 s by default); fragments are paced at
+    least this far apart, or they pile up in its queue and reach the devices after their
+    class C window has closed.
     """
 
     devices: Mapping[str, DeviceConfig]
@@ -238,6 +242,7 @@ class SessionConfig:
     resync_nb_transmissions: int = 1
     min_mc_fcount: int = 0
     max_mc_fcount: int = 0xFFFFFFFF
+    min_frame_spacing: float = 5.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.devices, Mapping) or not self.devices:
@@ -285,6 +290,8 @@ class SessionConfig:
         _int("SessionConfig", "resync_nb_transmissions", self.resync_nb_transmissions, 1, 7)
         _int("SessionConfig", "min_mc_fcount", self.min_mc_fcount, 0, 0xFFFFFFFF)
         _int("SessionConfig", "max_mc_fcount", self.max_mc_fcount, self.min_mc_fcount, 0xFFFFFFFF)
+        if _num("SessionConfig", "min_frame_spacing", self.min_frame_spacing) < 0:
+            raise InvalidArgument("SessionConfig.min_frame_spacing must be >= 0")
         # radio: resolve the defaults now so every user sees the same values
         region = self.region_params
         if self.dr is None:

@@ -211,6 +211,8 @@ async def run(sim: LorawanSimulation) -> dict[str, Any]:
         "state_saves": saves,
         "driver": {"uplinks": driver.stats.uplinks, "action_errors": driver.stats.action_errors},
         "chirpstack": {"calls": sum(stats["calls"].values()), "errors": dict(stats["errors"]),
+                       "core": {k: v for k, v in stats["core"].items()
+                                if isinstance(v, (int, float, dict))},
                        "network": {k: v for k, v in vars(stats["network"]).items()
                                    if isinstance(v, (int, float))}},
         "integration_responses": dict(sorted(receiver.dispatcher.counts.items())),
