@@ -19,11 +19,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass
+from typing import ClassVar
 
 from proxyota.lorawan.codec import (
     FPORT_FIRMWARE_MANAGEMENT,
     PACKAGE_FIRMWARE_MANAGEMENT,
-    U24,
     U32,
     Command,
     FieldError,
@@ -75,110 +75,92 @@ class DevVersionAns(Command):
         return cls(r.u32("fw_version"), r.u32("hw_version"))
 
 
-@dataclass(frozen=True)
-class DevRebootTimeReq(Command):
-    """DevRebootTimeReq (downlink): RebootTime u32 (GPS s; 0 = now, 0xFFFFFFFF = cancel)."""
+class _RebootValue(Command):
+    """The four reboot commands: one little-endian unsigned field (``_FIELD``, ``_BYTES``
+    wide) where 0 and all ones are the spec's sentinels."""
 
-    CID = 0x02
-    reboot_time: int
+    _FIELD: ClassVar[str]
+    _BYTES: ClassVar[int]
+
+    @property
+    def _value(self) -> int:
+        return getattr(self, self._FIELD)
+
+    @classmethod
+    def _all_ones(cls) -> int:
+        return (1 << (8 * cls._BYTES)) - 1
 
     def __post_init__(self) -> None:
-        check_uint(self, "reboot_time", self.reboot_time, U32)
-
-    @property
-    def reboot_now(self) -> bool:
-        return self.reboot_time == 0
-
-    @property
-    def cancel(self) -> bool:
-        return self.reboot_time == U32
+        check_uint(self, self._FIELD, self._value, self._all_ones())
 
     def _encode_payload(self) -> bytes:
-        return le(self.reboot_time, 4)
+        return le(self._value, self._BYTES)
 
     @classmethod
     def _decode(cls, r: Reader, version: int) -> Command:
-        return cls(r.u32("reboot_time"))
+        return cls(r.u32(cls._FIELD) if cls._BYTES == 4 else r.u24(cls._FIELD))
+
+
+class _RebootRequest(_RebootValue):
+    @property
+    def reboot_now(self) -> bool:
+        return self._value == 0
+
+    @property
+    def cancel(self) -> bool:
+        return self._value == self._all_ones()
+
+
+class _RebootAnswer(_RebootValue):
+    @property
+    def error(self) -> bool:
+        return self._value == 0
+
+    @property
+    def cancelled(self) -> bool:
+        return self._value == self._all_ones()
 
 
 @dataclass(frozen=True)
-class DevRebootTimeAns(Command):
+class DevRebootTimeReq(_RebootRequest):
+    """DevRebootTimeReq (downlink): RebootTime u32 (GPS s; 0 = now, 0xFFFFFFFF = cancel)."""
+
+    CID = 0x02
+    _FIELD = "reboot_time"
+    _BYTES = 4
+    reboot_time: int
+
+
+@dataclass(frozen=True)
+class DevRebootTimeAns(_RebootAnswer):
     """DevRebootTimeAns (uplink): RebootTime u32 = seconds until reboot
     (0 = cannot reboot at the requested time, 0xFFFFFFFF = cancellation acknowledged)."""
 
     CID = 0x02
+    _FIELD = "reboot_time"
+    _BYTES = 4
     reboot_time: int
-
-    def __post_init__(self) -> None:
-        check_uint(self, "reboot_time", self.reboot_time, U32)
-
-    @property
-    def error(self) -> bool:
-        return self.reboot_time == 0
-
-    @property
-    def cancelled(self) -> bool:
-        return self.reboot_time == U32
-
-    def _encode_payload(self) -> bytes:
-        return le(self.reboot_time, 4)
-
-    @classmethod
-    def _decode(cls, r: Reader, version: int) -> Command:
-        return cls(r.u32("reboot_time"))
 
 
 @dataclass(frozen=True)
-class DevRebootCountdownReq(Command):
+class DevRebootCountdownReq(_RebootRequest):
     """DevRebootCountdownReq (downlink): Countdown u24 s (0 = now, 0xFFFFFF = cancel)."""
 
     CID = 0x03
+    _FIELD = "countdown"
+    _BYTES = 3
     countdown: int
-
-    def __post_init__(self) -> None:
-        check_uint(self, "countdown", self.countdown, U24)
-
-    @property
-    def reboot_now(self) -> bool:
-        return self.countdown == 0
-
-    @property
-    def cancel(self) -> bool:
-        return self.countdown == U24
-
-    def _encode_payload(self) -> bytes:
-        return le(self.countdown, 3)
-
-    @classmethod
-    def _decode(cls, r: Reader, version: int) -> Command:
-        return cls(r.u24("countdown"))
 
 
 @dataclass(frozen=True)
-class DevRebootCountdownAns(Command):
+class DevRebootCountdownAns(_RebootAnswer):
     """DevRebootCountdownAns (uplink): Countdown u24 = seconds until reboot
     (0 = cannot reboot, 0xFFFFFF = cancellation acknowledged)."""
 
     CID = 0x03
+    _FIELD = "countdown"
+    _BYTES = 3
     countdown: int
-
-    def __post_init__(self) -> None:
-        check_uint(self, "countdown", self.countdown, U24)
-
-    @property
-    def error(self) -> bool:
-        return self.countdown == 0
-
-    @property
-    def cancelled(self) -> bool:
-        return self.countdown == U24
-
-    def _encode_payload(self) -> bytes:
-        return le(self.countdown, 3)
-
-    @classmethod
-    def _decode(cls, r: Reader, version: int) -> Command:
-        return cls(r.u24("countdown"))
 
 
 @dataclass(frozen=True)
