@@ -425,8 +425,12 @@ def __getattr__(name: str) -> Any:
     """Let ``from proxyota.lorawan.codec import decode_uplink, FragSessionSetupReq`` work too.
 
     The public API lives in :mod:`proxyota.lorawan.applayer` (which imports this module);
-    its names are looked up lazily here to avoid an import cycle.
+    its names are looked up lazily here to avoid an import cycle. Dunder names (the import
+    system probes ``__path__``) never trigger that import: a package module such as
+    :mod:`proxyota.lorawan.firmware` must be importable on its own.
     """
+    if name.startswith("__") and name.endswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from proxyota.lorawan import applayer
 
     if name in applayer.__all__:

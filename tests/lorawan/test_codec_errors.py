@@ -386,3 +386,13 @@ def test_public_names_are_reachable_from_codec_too():
     assert codec.decode_uplink is decode_uplink and codec.FragSessionSetupReq is FragSessionSetupReq
     with pytest.raises(AttributeError):
         codec.no_such_name  # noqa: B018
+
+
+def test_each_package_module_imports_on_its_own() -> None:
+    # the lazy re-exports of proxyota.lorawan.codec must not pull in applayer while a
+    # package module is half-initialised (the import system probes codec.__path__)
+    import subprocess
+    import sys
+
+    for module in ("clocksync", "fragmentation", "multicast", "firmware"):
+        subprocess.run([sys.executable, "-c", f"import proxyota.lorawan.{module}"], check=True)
