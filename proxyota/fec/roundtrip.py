@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from proxyota.errors import InvalidArgument
 from proxyota.fec import blocks
+from proxyota.fec.blocks import ErasureDecoder
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,14 @@ def run(
         from proxyota.fec import ts004
 
         frags = ts004.encode(image, frag_size, redundancy, version=version)
-        decoders = [ts004.Decoder(nb, frag_size, version=version) for _ in losses]
+        decoders: list[ErasureDecoder] = [ts004.Decoder(nb, frag_size, version=version)
+                                          for _ in losses]
         label = f"ts004 v{version}"
     elif scheme == "rs":
         from proxyota.fec import rs
 
         frags = rs.encode(image, frag_size, redundancy)
-        decoders = [rs.Decoder(nb, frag_size, redundancy) for _ in losses]
+        decoders = [rs.Decoder(nb, frag_size, redundancy) for _ in losses]  # same protocol
         label = "rs"
     else:
         raise InvalidArgument(f"unknown FEC scheme {scheme!r}")
