@@ -199,8 +199,11 @@ class SessionRounds:
         if st.tx_queue:
             nxt = st.tx_queue[0]
             nxt_air = self._frag_airtime if nxt.kind == "fragment" else self._status_airtime
+            # the network server's own spacing (ChirpStack's multicast_class_c_margin) too:
+            # a frame handed over sooner is queued behind the previous one or, at a gateway
+            # enforcing the duty cycle, dropped when the server's scheduler tick bunches them
             st.next_tx_at = max(self._duty.earliest(now, self._freq, nxt_air), now + airtime,
-                                now + self._ping_period)
+                                now + self._ping_period, now + self.config.min_frame_spacing)
         else:
             self._start_poll(now)
 

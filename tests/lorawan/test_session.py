@@ -648,3 +648,20 @@ def test_multicast_respects_the_duty_cycle():
     for (t1, air1), (t2, _air2) in zip(frames, frames[1:]):
         assert t2 - t1 >= air1 / dc - 1e-9
     assert machine.report()["airtime_s"] == pytest.approx(sum(air for _t, air in frames))
+
+
+@pytest.mark.parametrize("spacing", [0.0, 5.0, 12.0])
+def test_multicast_frames_keep_the_network_servers_spacing(spacing):
+    """ChirpStack spaces class C multicast items by multicast_class_c_margin: the machine
+    hands them over no faster (at DR5 the duty cycle alone would allow ~1.2 s)."""
+    from proxyota.lorawan.regions import get_region
+
+    devices = [FakeDevice(A, "loramac", lost={2, 9}), FakeDevice(D, "lbm")]
+    machine, net = run_campaign(devices, min_frame_spacing=spacing)
+    frames = [(t, a.airtime) for t, a in net.actions if isinstance(a, SendMulticast)]
+    assert len(frames) > 10
+    dc = get_region("EU868").duty_cycle_for(869_525_000)
+    gaps = [t2 - t1 for (t1, _), (t2, _) in zip(frames, frames[1:])]
+    assert min(gaps) >= max(spacing, frames[0][1] / dc) - 1e-9
+    if spacing:
+        assert min(gaps) < spacing + 1.0  # paced, not stalled
