@@ -73,7 +73,7 @@ class FileStateSink:
         return self.root / f"{campaign_id}.json"
 
     async def save(self, campaign_id: str, doc: dict[str, Any]) -> None:
-        data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        data = json.dumps(doc, separators=(",", ":")).encode()
         await asyncio.to_thread(atomic_write, self._path(campaign_id), data)
         self.saves += 1
 

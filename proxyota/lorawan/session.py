@@ -588,6 +588,8 @@ class FuotaSession(SessionAnswers, SessionRounds):
                     self._request(dev, "frag_setup", FPORT_FRAGMENTATION, [req], now, out)
                 return
             elif phase is Phase.SESSION_SETUP:
+                if not self._session_committed():
+                    return  # held until the session time is fixed (_commit_session)
                 if "session_setup" not in dev.pending:
                     self._request(dev, "session_setup", FPORT_MULTICAST_SETUP, [self._session_req()], now, out)
                 return
@@ -623,6 +625,32 @@ class FuotaSession(SessionAnswers, SessionRounds):
         dev.lane = key
         return lane
 
+    def _session_committed(self) -> bool:
+        st = self._state
+        return (self.config.timeouts.session_lead is None or st.stage is not Stage.SETUP
+                or st.session_committed)
+
+    def _fleet_ready(self) -> bool:
+        """Every device still in the campaign waits only for its session request."""
+        phases = [d.phase for d in self._state.devices.values() if d.phase not in TERMINAL_PHASES]
+        return bool(phases) and all(p is Phase.SESSION_SETUP for p in phases)
+
+    def _commit_session(self, now: float, out: list[Action], *, ready: bool) -> None:
+        """Fix the session time (``ready``: the whole fleet is set up: ``session_lead`` s
+        from now, never later than planned) and send the held session requests."""
+        st = self._state
+        lead = self.config.timeouts.session_lead
+        assert lead is not None and st.session_time is not None
+        st.session_committed = True
+        if ready:
+            st.session_time = min(st.session_time, self._align_session_time(now + lead))
+            self._size_window()
+        self._campaign_event(now, "session_time", session_time=st.session_time,
+                             early=ready, time_out=st.time_out)
+        for dev in st.devices.values():
+            if dev.phase is Phase.SESSION_SETUP:
+                self._advance(dev, now, out)
+
     def _session_req(self) -> Command:
         cfg, st = self.config, self._state
         assert st.session_time is not None and st.time_out is not None
@@ -650,6 +678,10 @@ class FuotaSession(SessionAnswers, SessionRounds):
         out: list[tuple[float, str, Any]] = []
         if st.stage in (Stage.SETUP, Stage.REOPENING) and st.session_time is not None:
             out.append((float(st.session_time), "session_start", None))
+            if not self._session_committed():
+                lead = self.config.timeouts.session_lead
+                assert lead is not None
+                out.append((float(st.session_time) - lead, "commit", None))
         if st.stage is Stage.TRANSMITTING and st.next_tx_at is not None:
             out.append((st.next_tx_at, "tx", None))
         if st.stage is Stage.POLLING and st.poll_until is not None:
@@ -665,13 +697,15 @@ class FuotaSession(SessionAnswers, SessionRounds):
         due = [d for d in self._deadlines() if d[0] <= now]
         if not due:
             return None
-        order = {"session_start": 0, "tx": 1, "poll": 2, "pending": 3, "verify": 4}
+        order = {"session_start": 0, "commit": 1, "tx": 2, "poll": 3, "pending": 4, "verify": 5}
         return min(due, key=lambda d: (d[0], order[d[1]], str(d[2])))
 
     def _fire(self, kind: str, ref: Any, now: float, out: list[Action]) -> None:
         st = self._state
         if kind == "session_start":
             self._session_start(now, out)
+        elif kind == "commit":
+            self._commit_session(now, out, ready=False)
         elif kind == "tx":
             self._transmit(now, out)
         elif kind == "poll":
@@ -766,6 +800,9 @@ class FuotaSession(SessionAnswers, SessionRounds):
                     st.group_deleted = True
                     out.append(DeleteMulticastGroup())
                 self._campaign_event(now, "multicast_over")
+                continue
+            if stage is Stage.SETUP and not self._session_committed() and self._fleet_ready():
+                self._commit_session(now, out, ready=True)
                 continue
             if stage is Stage.POLLING and all(self._answered_poll(st.devices[e]) for e in st.poll_awaited):
                 self._close_poll(now, out)

@@ -140,6 +140,14 @@ class Timeouts:
     start_guard: first fragment this long after the session start.
     boot_margin: after the announced reboot time, wait this long before DevVersionReq.
     clock_tolerance: how far a device's TimeToStart may disagree with ours before a resync.
+    session_lead: None (the session starts at ``start + setup_window``), or the session
+        starts as soon as the fleet is ready: once every device still in the campaign is set
+        up and waits only for its session request (or at ``start + setup_window -
+        session_lead`` at the latest), the session time is fixed ``session_lead`` s ahead
+        (the time the session requests need to reach the devices) and the requests go out.
+        A reopened session starts ``2 * session_lead`` s after the reopening (at most
+        ``reopen_window``): its requests meet the busiest downlink traffic. ChirpStack's FUOTA server picks its session time the same way,
+        after its setup steps.
     """
 
     answer: float = 300.0
@@ -151,6 +159,7 @@ class Timeouts:
     start_guard: float = 2.0
     boot_margin: float = 120.0
     clock_tolerance: float = 20.0
+    session_lead: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("answer", "setup_window"):
@@ -160,6 +169,9 @@ class Timeouts:
             raise InvalidArgument("Timeouts.delivery must be > 0")
         if self.reopen_window is not None and _num("Timeouts", "reopen_window", self.reopen_window) <= 0:
             raise InvalidArgument("Timeouts.reopen_window must be > 0")
+        if self.session_lead is not None and not (
+                0 < _num("Timeouts", "session_lead", self.session_lead) <= self.setup_window):
+            raise InvalidArgument("Timeouts.session_lead must be > 0 and <= setup_window")
         for name in ("status_margin", "start_guard", "boot_margin", "clock_tolerance"):
             _num("Timeouts", name, getattr(self, name))
         _int("Timeouts", "max_retries", self.max_retries, 0, 100)

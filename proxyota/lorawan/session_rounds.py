@@ -350,7 +350,12 @@ class SessionRounds:
         """The session window closes before the next frame: schedule a new session."""
         st = self._state
         assert st.session_end is not None
-        st.session_time = self._align_session_time(max(now + self.config.timeouts.reopen, st.session_end + 1.0))
+        timeouts = self.config.timeouts
+        # every receiving device must fetch a new session request, at a moment the gateway's
+        # downlinks are busiest (repairs, status): twice the lead of the first session
+        wait = timeouts.reopen if timeouts.session_lead is None else min(2 * timeouts.session_lead,
+                                                                         timeouts.reopen)
+        st.session_time = self._align_session_time(max(now + wait, st.session_end + 1.0))
         fragments = sum(it.last_n - it.next_n + 1 for it in st.tx_queue if it.kind == "fragment")
         if self.config.session_time_out is not None:
             st.time_out = self.config.session_time_out

@@ -116,6 +116,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _simple(cls: type, data: Any) -> Any:
     data = _check_keys(cls, data)
     try:
@@ -257,6 +264,7 @@ class SessionState:
     session_time: int | None = None
     time_out: int | None = None
     session_end: float | None = None
+    session_committed: bool = False  # session time fixed and told (Timeouts.session_lead)
     devices: dict[str, DeviceState] = field(default_factory=dict)
     lanes: dict[str, LaneState] = field(default_factory=dict)
     tx_queue: list[TxItem] = field(default_factory=list)
@@ -276,8 +284,46 @@ class SessionState:
     log: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable copy (no shared mutable parts)."""
-        return _plain(self)
+        """A JSON-serialisable copy (no shared mutable parts).
+
+        Called at every persisted step: the append-only journals (each device's ``history``
+        and the campaign ``log``, most of the document) are converted once per entry and
+        kept, so a step costs what changed, not the whole history again."""
+        out: dict[str, Any] = {}
+        for name in _field_names(SessionState):
+            value = getattr(self, name)
+            if name == "devices":
+                out[name] = {str(eui): self._device_dict(dev) for eui, dev in value.items()}
+            elif name == "log":
+                out[name] = self._journal(value)
+            else:
+                out[name] = _plain(value)
+        return out
+
+    def _device_dict(self, dev: DeviceState) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in _field_names(DeviceState):
+            v = getattr(dev, name)
+            if type(v) in _LEAVES:  # most fields: no call at all
+                out[name] = v
+            elif name == "history":
+                out[name] = self._journal(v)
+            else:
+                out[name] = _plain(v)
+        return out
+
+    def _journal(self, entries: list[dict[str, Any]]) -> list[Any]:
+        """``_plain(entries)`` for an append-only list, converting only the new entries
+        (the machine appends history entries and never changes or removes one)."""
+        cache: dict[int, tuple[list, int, list]] = self.__dict__.setdefault("_journals", {})
+        hit = cache.get(id(entries))
+        if hit is None or hit[0] is not entries or len(entries) < hit[1]:
+            plain = [_plain(e) for e in entries]
+        else:
+            plain = hit[2]
+            plain.extend(_plain(e) for e in entries[hit[1]:])
+        cache[id(entries)] = (entries, len(entries), plain)
+        return plain[:]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SessionState:

@@ -54,7 +54,9 @@ class LorawanSimulation:
     seed: int = 1
     uplink_period: float = 300.0  # class A uplinks while a FUOTA runs (LoRaMac-node's example: 40 s)
     encoding: str = "json"
-    chirpstack_down_at: float | None = None  # emulated ChirpStack restart (s after start)
+    chirpstack_down_at: float | None = None  # emulated ChirpStack restart (s after start,
+    # or after the first multicast frame with chirpstack_down_in_multicast)
+    chirpstack_down_in_multicast: bool = False
     chirpstack_down_for: float = 600.0
     duplicate_events: float = 0.0  # integration faults: each event repeated with this probability
     malformed_events: float = 0.0  # ... or preceded by a malformed body
@@ -150,9 +152,14 @@ async def run(sim: LorawanSimulation) -> dict[str, Any]:
             # every class A setup step (probes, clock, McGroup, FragSession, session) costs about
             # one uplink period, more with losses, and the gateway's duty cycle rations unicast
             # downlinks across the fleet: both windows grow with the fleet
+            # the session starts once the fleet is set up, when the session requests have had
+            # eight uplink periods (plus the gateway's downlink rationing) to arrive: at 30 %
+            # loss each way a class A request + answer may take several attempts, and a
+            # device that misses the start is lost to the campaign
             timeouts=Timeouts(setup_window=16 * sim.uplink_period + 60.0 * sim.nodes,
                               max_retries=5,
-                              delivery=4 * sim.uplink_period + 10.0 * sim.nodes),
+                              delivery=4 * sim.uplink_period + 10.0 * sim.nodes,
+                              session_lead=8 * sim.uplink_period + 20.0 * sim.nodes),
         )
         with tempfile.TemporaryDirectory(prefix="proxyota-sim-") as tmp:
             from proxyota.lorawan.session import FuotaSession
@@ -162,6 +169,9 @@ async def run(sim: LorawanSimulation) -> dict[str, Any]:
                                  sink=FileStateSink(tmp))
             if sim.chirpstack_down_at is not None:
                 async def fault() -> None:
+                    if sim.chirpstack_down_in_multicast:
+                        while not chirpstack.core.counters["mc_enqueued"]:
+                            await clock.sleep(5.0)
                     await clock.sleep(sim.chirpstack_down_at)
                     await chirpstack.restart(sim.chirpstack_down_for)
 

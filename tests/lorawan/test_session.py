@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 
@@ -20,6 +21,7 @@ from proxyota.lorawan.applayer import (
 from proxyota.lorawan.repair import RepairPolicy
 from proxyota.lorawan.session import FuotaSession
 from proxyota.lorawan.session_actions import SendMulticast, SendUnicast
+from proxyota.errors import InvalidArgument
 from proxyota.lorawan.session_config import RebootPolicy, Timeouts
 from proxyota.lorawan.session_outcomes import Reason
 from proxyota.lorawan.session_state import Phase, SessionState, Stage
@@ -665,3 +667,74 @@ def test_multicast_frames_keep_the_network_servers_spacing(spacing):
     assert min(gaps) >= max(spacing, frames[0][1] / dc) - 1e-9
     if spacing:
         assert min(gaps) < spacing + 1.0  # paced, not stalled
+
+
+def test_state_document_of_every_step_equals_a_fresh_conversion():
+    """to_dict converts the append-only journals incrementally: at every step of a whole
+    campaign its output equals a full conversion, and earlier documents are not changed
+    by later steps."""
+    from proxyota.lorawan.session_state import _plain
+
+    devices = [FakeDevice(A, "loramac", lost={2, 9}), FakeDevice(C, "lbm", lost=set(range(5, 17))),
+               FakeDevice(D, "lbm")]
+    machine = FuotaSession(make_config(devices), IMAGE)
+    net = FakeNetwork(machine, devices)
+    docs = []
+    original_route = net.route
+
+    def route(actions, now):
+        doc = machine.state.to_dict()
+        assert doc == _plain(machine.state)
+        docs.append((doc, json.dumps(doc)))
+        return original_route(actions, now)
+
+    net.route = route
+    net.route(machine.start(T0), T0)
+    net.run()
+    assert len(docs) > 50
+    assert all(json.dumps(doc) == frozen for doc, frozen in docs)
+    assert machine.state.to_dict() == _plain(machine.state)
+
+
+def _session_requests(net):
+    return [(t, a.dev_eui) for t, a in net.actions
+            if isinstance(a, SendUnicast) and a.kind == "session_setup"]
+
+
+def test_session_lead_starts_the_session_once_the_fleet_is_set_up():
+    devices = [FakeDevice(A, "loramac", lost={2, 9}), FakeDevice(C, "lbm"), FakeDevice(D, "lbm")]
+    lead = 600.0
+    machine, net = run_campaign(devices, timeouts=Timeouts(answer=120.0, max_retries=2,
+                                                           setup_window=20_000.0,
+                                                           session_lead=lead))
+    log = {e["event"]: e for e in machine.state.log}
+    fixed = log["session_time"]
+    assert fixed["early"] is True
+    # fixed `lead` after the moment the last device finished its setup, long before the
+    # planned start + setup_window; no session request went out before that moment
+    requests = _session_requests(net)
+    assert requests and min(t for t, _ in requests) == pytest.approx(fixed["t"])
+    assert fixed["session_time"] == math.ceil(fixed["t"] + lead) < T0 + 20_000.0
+    assert log["session_start"]["session_time"] == fixed["session_time"]
+    assert {e for e, o in machine.outcomes().items() if o.reason.value == "successful"} == {A, C, D}
+
+
+def test_session_lead_does_not_wait_past_the_setup_window_for_a_silent_device():
+    devices = [FakeDevice(A, "loramac"), FakeDevice(C, "lbm", silent=True)]
+    machine, net = run_campaign(devices, timeouts=Timeouts(answer=5_000.0, max_retries=5,
+                                                           setup_window=3_000.0,
+                                                           session_lead=500.0))
+    fixed = next(e for e in machine.state.log if e["event"] == "session_time")
+    # the silent device never finishes its probes: the planned time stands, committed
+    # `lead` ahead of it, and the ready device is told then
+    assert fixed["early"] is False
+    assert fixed["session_time"] == T0 + 3_000 and fixed["t"] == pytest.approx(T0 + 2_500.0)
+    assert [e for _, e in _session_requests(net)][:1] == [A]
+    assert machine.outcomes()[A].reason.value == "successful"
+    assert machine.outcomes()[C].reason.value == "no_answer"
+
+
+@pytest.mark.parametrize("lead", [0.0, -1.0, 3_601.0, float("nan")])
+def test_session_lead_is_validated(lead):
+    with pytest.raises(InvalidArgument, match="session_lead"):
+        Timeouts(setup_window=3_600.0, session_lead=lead)
