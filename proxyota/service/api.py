@@ -13,6 +13,13 @@ Errors are JSON ``{"error": {"status", "message", "field", "details"}}``:
 409 the resource's state forbids it (start a running campaign, id taken),
 413 body too large, 422 a field's value is wrong (``field`` names it), 503 ChirpStack
 unreachable. A refused request changes nothing.
+
+Campaigns of both kinds use the same endpoints: ``POST /campaigns`` with ``kind``
+(``lorawan`` / ``zigbee``; default: from the image, a ``zigbee-ota`` image makes a Zigbee
+campaign), targets as DevEUIs or IEEE addresses, and the kind's ``options``
+(:data:`~proxyota.service.options.OPTION_FIELDS` /
+:data:`~proxyota.service.zigbee_options.ZIGBEE_OPTION_FIELDS`). Nodes are addressed by
+DevEUI or IEEE address (``/nodes/00:0d:6f:00:0a:bc:de:f0``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ import proxyota
 from proxyota.lorawan.session_config import Timeouts
 from proxyota.service.runner import ApiError, CampaignRunner
 from proxyota.service.images import ImageCatalog
+from proxyota.service.zigbee_options import DEVICE_CLASS_FIELDS, ZIGBEE_OPTION_FIELDS
+from proxyota.zigbee.ota_server import DEFAULT_DEVICE_CLASSES
 from proxyota.store import UnknownImage
 
 __all__ = ["ROUTES", "Route", "make_app", "openapi_document"]
@@ -67,7 +76,8 @@ _DIGEST_PARAM = {"name": "digest", "in": "path", "required": True,
                  "description": "SHA-256 of the image (hex)",
                  "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}
 _DEV_EUI_PARAM = {"name": "dev_eui", "in": "path", "required": True,
-                  "description": "DevEUI (16 hex digits)", "schema": {"type": "string"}}
+                  "description": "LoRaWAN DevEUI (16 hex digits) or Zigbee IEEE address "
+                                 "(00:0d:6f:00:0a:bc:de:f0)", "schema": {"type": "string"}}
 
 _LIFECYCLE_ERRORS: dict[int, str | None] = {400: "Error", 401: "Error", 404: "Error",
                                             409: "Error", 422: "Error"}
@@ -122,6 +132,33 @@ _STR = {"type": "string"}
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
 _NULLABLE_NUM = {"type": ["number", "null"]}
+_BOOL = {"type": "boolean"}
+#: JSON schema of each Zigbee option (ZIGBEE_OPTION_FIELDS gives the names)
+_ZIGBEE_OPTION_SCHEMAS: dict[str, Any] = {
+    "max_concurrent": {"type": "integer", "minimum": 1},
+    "max_retries": {"type": "integer", "minimum": 0},
+    "notify": {"enum": ["unicast", "broadcast", "none"]},
+    "upgrade_delay": {"type": "number", "minimum": 0},
+    "max_block_size": {"type": ["integer", "null"], "minimum": 1, "maximum": 255},
+    "min_block_period_ms": {"type": "integer", "minimum": 0},
+    "require_hardware_version": _BOOL,
+    "query_jitter": {"type": "integer", "minimum": 1, "maximum": 100},
+    "expected_throughput": {"type": "number", "exclusiveMinimum": 0},
+    "min_wait": {"type": "number", "minimum": 0},
+    "max_wait": {"type": "number", "minimum": 0},
+    "time_reference": {"enum": ["utc", "relative"]},
+    "wait_for_data_layout": {"enum": ["spec", "legacy", "auto"]},
+    "default_device_class": {"enum": list(DEFAULT_DEVICE_CLASSES)},
+    "device_classes": {
+        "type": "object", "additionalProperties": False,
+        "properties": {name: {"type": "object", "additionalProperties": False,
+                              "properties": {f: (_NULLABLE_NUM if f == "notify_interval" else
+                                                 {"type": "integer", "minimum": 1}
+                                                 if f == "max_notifies" else _NUM)
+                                             for f in DEVICE_CLASS_FIELDS}}
+                       for name in DEFAULT_DEVICE_CLASSES}},
+}
+assert set(_ZIGBEE_OPTION_SCHEMAS) == set(ZIGBEE_OPTION_FIELDS)
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": {
@@ -155,12 +192,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                             "items": {"$ref": "#/components/schemas/Image"}}}},
     "Target": {
         "oneOf": [
-            {"type": "string", "description": "DevEUI"},
+            {"type": "string", "description": "DevEUI (LoRaWAN) or IEEE address (Zigbee)"},
             {"type": "object", "required": ["dev_eui"], "additionalProperties": False,
              "properties": {"dev_eui": _STR, "hw_class": _STR,
                             "security_counter": {"type": "integer", "minimum": 0},
                             "fw_version": {"type": "integer", "minimum": 0},
                             "stack": {"enum": ["unknown", "loramac_node", "lbm", "zephyr"]}}},
+            {"type": "object", "required": ["ieee"], "additionalProperties": False,
+             "description": "a Zigbee node; fw_version: the file version it runs",
+             "properties": {"ieee": _STR, "hw_class": _STR,
+                            "security_counter": {"type": "integer", "minimum": 0},
+                            "fw_version": {"type": "integer", "minimum": 0}}},
         ]},
     "CampaignOptions": {
         "type": "object", "additionalProperties": False,
@@ -178,32 +220,49 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                          "properties": {f.name: (_INT if f.name == "max_retries" else _NULLABLE_NUM)
                                         for f in dataclasses.fields(Timeouts)}},
         }},
+    "ZigbeeCampaignOptions": {
+        "type": "object", "additionalProperties": False,
+        "description": "options of a Zigbee campaign (defaults: the service's [zigbee] section)",
+        "properties": _ZIGBEE_OPTION_SCHEMAS},
     "CampaignCreate": {
         "type": "object", "required": ["image", "targets"], "additionalProperties": False,
         "properties": {
             "id": {"type": "string", "pattern": _ID.pattern},
+            "kind": {"enum": ["lorawan", "zigbee"],
+                     "description": "default: zigbee for a zigbee-ota image, else lorawan"},
             "image": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
             "targets": {"type": "array", "minItems": 1,
                         "items": {"$ref": "#/components/schemas/Target"}},
-            "options": {"$ref": "#/components/schemas/CampaignOptions"},
+            "options": {"anyOf": [{"$ref": "#/components/schemas/CampaignOptions"},
+                                  {"$ref": "#/components/schemas/ZigbeeCampaignOptions"}]},
         }},
     "Campaign": {
         "type": "object",
         "required": ["id", "kind", "status", "stage", "image", "created_at", "updated_at",
-                     "state_revision", "options", "counts", "devices", "refused", "multicast"],
+                     "state_revision", "options", "counts", "devices", "refused"],
         "properties": {
             "id": _STR, "kind": _STR,
             "status": {"enum": ["draft", "running", "paused", "aborted", "completed", "failed"]},
             "stage": _NULLABLE_STR, "image": {"type": "object"},
             "created_at": _NUM, "updated_at": _NUM, "state_revision": _INT,
             "options": {"type": "object"},
-            "multicast": {"type": "object"},
+            "multicast": {"type": "object", "description": "LoRaWAN campaigns"},
+            "zigbee": {"type": "object", "description": "Zigbee campaigns",
+                       "properties": {"notify": _STR, "started_at": _NULLABLE_NUM,
+                                      "finished_at": _NULLABLE_NUM, "cancelled_at": _NULLABLE_NUM,
+                                      "restarts": _INT, "blocks_served": _INT,
+                                      "bytes_served": _INT,
+                                      "phases": {"type": "object", "additionalProperties": _INT}}},
             "counts": {"type": "object", "additionalProperties": _INT},
             "devices": {"type": "object", "additionalProperties": {
                 "type": "object", "required": ["phase", "outcome"],
                 "properties": {"phase": _STR, "outcome": _NULLABLE_STR,
                                "nb_frag_received": _NULLABLE_INT,
-                               "missing_frag": _NULLABLE_INT}}},
+                               "missing_frag": _NULLABLE_INT,
+                               "offset": _NULLABLE_INT, "image_size": _NULLABLE_INT,
+                               "progress": _NUM, "blocks_served": _NULLABLE_INT,
+                               "current_file_version": _NULLABLE_INT,
+                               "device_class": _NULLABLE_STR, "reason": _NULLABLE_STR}}},
             "refused": {"type": "object", "additionalProperties": {
                 "type": "array", "items": {"type": "object", "required": ["reason", "detail"],
                                            "properties": {"reason": _STR, "detail": _STR}}}},
@@ -265,7 +324,8 @@ def openapi_document(*, reads_need_token: bool = False) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "proxyota gateway API", "version": proxyota.__version__,
-                 "description": "Images, LoRaWAN FUOTA campaigns and nodes of a proxyota gateway. "
+                 "description": "Images, LoRaWAN FUOTA and Zigbee OTA campaigns, and nodes of a "
+                                "proxyota gateway. "
                                 "Mutations need `Authorization: Bearer <token>`."},
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
         "paths": paths,

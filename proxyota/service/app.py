@@ -1,17 +1,20 @@
 """The daemon: wires the store, image cache + TUF intake, ChirpStack client, integration
-receiver, campaign runner and HTTP API from a :class:`ServiceConfig`, and shuts down
-cleanly.
+receiver, Zigbee coordinator radio, campaign runner and HTTP API from a
+:class:`ServiceConfig`, and shuts down cleanly.
 
 Start order: store (migrated) -> [emulator: integration receiver, emulated world] -> image
-cache -> catalogue (intake) -> ChirpStack client ->
-runner, which resumes the campaigns that were running (from their saved state) -> the
-integration receiver -> the API -> the intake polling loop.
+cache -> catalogue (intake) -> ChirpStack client -> [zigbee: the coordinator radio (zigpy
+application) and the Zigbee nodes it knows into the inventory] -> runner, which resumes
+the campaigns that were running (from their saved state) -> the integration receiver ->
+the API -> the intake polling loop. A radio that cannot be opened stops the start with an
+error naming the device (``proxyota serve`` exits 1).
 
 Stop (SIGTERM / SIGINT, :meth:`Service.request_stop`): stop accepting (API and
 integration listeners close; requests in flight complete), stop every campaign driver
-between two steps (the step in flight finishes, its state is already saved), stop the
-intake loop, flush and close the store, close the gRPC channel; ``run()`` then returns and
-the process exits 0. A ``kill -9`` at any point loses nothing that was acknowledged: the
+between two steps (the step in flight finishes, its state is already saved; Zigbee
+campaigns leave zigpy's receive path), shut the Zigbee radio down, stop the intake loop,
+flush and close the store, close the gRPC channel; ``run()`` then returns and the process
+exits 0. A ``kill -9`` at any point loses nothing that was acknowledged: the
 next start resumes every running campaign from the store.
 """
 
@@ -36,6 +39,8 @@ from proxyota.service.api import make_app
 from proxyota.service.config import ServiceConfig
 from proxyota.service.images import ImageCatalog
 from proxyota.service.runner import CampaignRunner, load_device_keys_file
+from proxyota.service.zigbee import ZigbeeCampaigns
+from proxyota.service.zigbee_radio import ZigbeeRadio
 from proxyota.store import SqliteStore
 
 __all__ = ["Service"]
@@ -55,6 +60,7 @@ class Service:
         self.catalog: ImageCatalog | None = None
         self.client: ChirpStackClient | None = None
         self.runner: CampaignRunner | None = None
+        self.radio: ZigbeeRadio | None = None  #: the Zigbee coordinator ([zigbee] enabled)
         self.receiver: IntegrationReceiver | None = None
         self.api_runner: web.AppRunner | None = None
         self.api_url: str | None = None
@@ -106,8 +112,8 @@ class Service:
             await self.world.seed_nodes(self.store)
             metadata_url, targets_url = self.world.metadata_url, self.world.targets_url
             trusted_root = self.world.trusted_root_path.read_bytes()
-            key_paths: tuple[Path, ...] = (self.world.vendor_key_path,)
-            classes: tuple[str, ...] = (self.world.hw_class,)
+            key_paths: tuple[Path, ...] = self.world.vendor_key_paths
+            classes: tuple[str, ...] = self.world.hw_classes
             server, token, application_id = (self.world.server_address, self.world.api_token,
                                              self.world.application_id)
         else:
@@ -134,12 +140,20 @@ class Service:
             if cs is not None and cs.device_keys == "file":
                 assert cs.device_keys_file is not None
                 device_keys = load_device_keys_file(cs.device_keys_file)
+        zigbee = None
+        if cfg.zigbee.enabled:
+            network = self.world.zigbee_network if self.world is not None else None
+            self.radio = ZigbeeRadio(cfg.zigbee, network=network)
+            await self.radio.open()
+            zigbee = ZigbeeCampaigns(self.radio, self.store, self.catalog, self.clock,
+                                     defaults=cfg.zigbee.defaults)
+            await zigbee.sync_inventory()
         self.runner = CampaignRunner(
             self.store, self.catalog, self.clock, defaults=cfg.lorawan, client=self.client,
             application_id=application_id,
             gateway_ids=cs.gateway_ids if cs else (),
             class_c_scheduling_type=cs.class_c_scheduling_type if cs else "DELAY",
-            device_keys=device_keys)
+            device_keys=device_keys, zigbee=zigbee)
         await self.runner.recover()
         if cs is not None:
             headers = {"Authorization": cs.integration_auth.reveal()} if cs.integration_auth else None
@@ -161,6 +175,7 @@ class Service:
         log.info("service started", extra={
             "api": self.api_url, "integration": self.integration_url,
             "state_db": str(cfg.service.state_db), "clock": cfg.service.clock.kind,
+            "zigbee": None if self.radio is None else f"{cfg.zigbee.radio} on {self.radio.device}",
             "campaigns_resumed": sorted(self.runner.active)})
 
     # ------------------------------------------------------------------ stop
@@ -179,6 +194,9 @@ class Service:
             self.receiver = None
         if self.runner is not None:
             await self.runner.shutdown()
+        if self.radio is not None:
+            await self.radio.close()
+            self.radio = None
         self._intake_stop.set()
         if self._intake_task is not None:
             try:

@@ -20,15 +20,29 @@ from the current directory. Sections::
     [lorawan]     campaign defaults (see :mod:`proxyota.service.options`; ``multicast_dr``
                   and ``multicast_frequency`` name the multicast DR / frequency), with
                   [lorawan.timeouts] and [lorawan.reboot]
-    [zigbee]      enabled (the zigpy adapter is not wired into the service yet)
+    [zigbee]      enabled, radio ("ezsp" | "znp" | "deconz" | "zigate" | "xbee", each
+                  only when its zigpy radio library is installed; "emulated": an
+                  in-process mesh), device (serial port, "socket://host:port", "auto"
+                  = the one stick that looks like that radio type, "emulated:NAME"),
+                  baudrate, flow_control ("none" | "hardware" | "software"), database
+                  (zigpy's device database; default zigbee.db next to state_db),
+                  aps_max_payload, open_timeout, and the Zigbee campaign defaults of
+                  :mod:`proxyota.service.zigbee_options` (max_concurrent, max_retries,
+                  notify, upgrade_delay, ..., with [zigbee.device_classes.<class>]
+                  stall_timeout, verify_timeout, notify_interval, max_notifies)
     [emulator]    repo_dir, devices, seed, uplink_period, downlink_loss, uplink_loss,
                   profiles, image_size, old_version, new_version, security_counter,
                   integration_listen: run against an in-process emulated network and
                   demo repository (:mod:`proxyota.service.emulated`); then [chirpstack]
                   and the repository keys of [images] are absent, and [service] clock
                   may be "virtual"
+    [emulator.zigbee]  nodes, sleepy, routers, hops, loss, seed, image_size,
+                  old_version, new_version: an emulated Zigbee mesh as the coordinator's
+                  network (enables [zigbee] with radio "emulated") and a Zigbee OTA file
+                  in the demo repository
 
-See ``configs/chirpstack.toml`` (a real ChirpStack) and ``configs/emulated.toml``.
+See ``configs/chirpstack.toml`` (a real ChirpStack), ``configs/zigbee.toml`` (a real EZSP
+stick) and ``configs/emulated.toml``.
 """
 
 from __future__ import annotations
@@ -206,7 +220,18 @@ class ChirpStackConfig:
 
 @dataclass(frozen=True)
 class ZigbeeConfig:
+    """The ``[zigbee]`` section: the coordinator radio and the Zigbee campaign defaults
+    (``defaults``: option values, see :mod:`proxyota.service.zigbee_options`)."""
+
     enabled: bool = False
+    radio: str = "ezsp"
+    device: str = "auto"
+    baudrate: int | None = None
+    flow_control: str | None = None
+    database: Path | None = None
+    aps_max_payload: int = 82
+    open_timeout: float = 60.0
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -238,7 +263,10 @@ class ServiceConfig:
                 "integration": f"{cs.integration_listen}{cs.integration_path}",
                 "device_keys": cs.device_keys},
             "lorawan_defaults": dict(self.lorawan.values),
-            "zigbee": self.zigbee.enabled,
+            "zigbee": None if not self.zigbee.enabled else {
+                "radio": self.zigbee.radio, "device": self.zigbee.device,
+                "database": None if self.zigbee.database is None else str(self.zigbee.database),
+                "defaults": dict(self.zigbee.defaults)},
             "emulator": None if self.emulator is None else {
                 "devices": self.emulator.devices, "repo_dir": str(self.emulator.repo_dir)},
         }
@@ -432,8 +460,10 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<config>",
                                                       "is the network server); remove one of them")
     chirpstack = _chirpstack(cs_section) if cs_section is not None else None
     lorawan = _lorawan(section("lorawan", False) or _Section(source, "lorawan", {}, env, registry))
-    zigbee = _zigbee(section("zigbee", False) or _Section(source, "zigbee", {}, env, registry))
     emulator, emu_listen = _emulator(emu_section) if emu_section is not None else (None, None)
+    zigbee = _zigbee(section("zigbee", False) or _Section(source, "zigbee", {}, env, registry),
+                     state_db=service.state_db,
+                     emulated_mesh=emulator is not None and emulator.zigbee is not None)
     return ServiceConfig(source=source, service=service, api=api, images=images,
                          chirpstack=chirpstack, lorawan=lorawan, zigbee=zigbee,
                          emulator=emulator, emulator_integration=emu_listen)
@@ -644,18 +674,94 @@ def _emulator(s: _Section) -> tuple[Any, Listen]:
     new = s.integer("new_version", 0x0002_0000, lo=0, hi=U32_MAX)
     counter = s.integer("security_counter", 2, lo=1, hi=U32_MAX)
     listen = s.listen("integration_listen", Listen("127.0.0.1", 0))
-    s.finish()
+    zigbee = None
+    if "zigbee" in s.data:
+        zigbee = _emulator_zigbee(_Section(s.source, "emulator.zigbee", s.data["zigbee"], s.env,
+                                           s.registry), seed)
+    s.finish(allowed_subtables=("zigbee",))
     return EmulatorConfig(repo_dir=repo_dir, devices=devices, seed=seed,
                           uplink_period=uplink_period, downlink_loss=down, uplink_loss=up,
                           profiles=tuple(profiles), image_size=image_size, old_version=old,
-                          new_version=new, security_counter=counter), listen
+                          new_version=new, security_counter=counter, zigbee=zigbee), listen
 
 
-def _zigbee(s: _Section) -> ZigbeeConfig:
-    enabled = s.boolean("enabled", False)
+def _emulator_zigbee(s: _Section, seed: int) -> Any:
+    from proxyota.service.emulated import EmulatedZigbeeConfig
+
+    nodes = s.integer("nodes", 8, lo=1, hi=200)
+    sleepy = s.integer("sleepy", 1, lo=0, hi=nodes - 1)
+    routers = s.integer("routers", None, lo=1, hi=nodes - sleepy)
+    hops = s.integer("hops", 3, lo=1, hi=15)
+    loss = s.number("loss", 0.0)
+    if loss >= 1.0:
+        raise s.error("loss", f"must be a probability in [0, 1), got {loss}")
+    mesh_seed = s.integer("seed", seed, lo=0)
+    image_size = s.integer("image_size", 2048, lo=16, hi=1 << 20)
+    old = s.integer("old_version", 1, lo=0, hi=0xFFFF_FFFE)
+    new = s.integer("new_version", old + 1, lo=old + 1, hi=0xFFFF_FFFF)
     s.finish()
-    if enabled:
-        raise s.error("enabled", "the Zigbee (zigpy) radio adapter is not wired into the service "
-                                 "yet; set enabled = false")
-    return ZigbeeConfig(enabled=False)
+    return EmulatedZigbeeConfig(nodes=nodes, sleepy=sleepy, routers=routers, hops=hops, loss=loss,
+                                seed=mesh_seed, image_size=image_size, old_version=old,
+                                new_version=new)
+
+
+#: [zigbee] keys of the coordinator radio (the others are campaign defaults)
+_ZIGBEE_RADIO_KEYS = ("enabled", "radio", "device", "baudrate", "flow_control", "database",
+                      "aps_max_payload", "open_timeout")
+
+
+def _zigbee(s: _Section, *, state_db: Path, emulated_mesh: bool) -> ZigbeeConfig:
+    from proxyota.service.zigbee_options import ZIGBEE_OPTION_FIELDS, parse_zigbee_options
+    from proxyota.service.zigbee_radio import EMULATED, EMULATED_PREFIX
+    from proxyota.zigbee.zigpy_adapter import RADIO_TYPES
+
+    enabled = s.boolean("enabled", emulated_mesh)
+    radio = s.string("radio", EMULATED if emulated_mesh else "ezsp",
+                     choices=(*RADIO_TYPES, EMULATED))
+    if emulated_mesh:
+        if not enabled:
+            raise s.error("enabled", "is false, but [emulator.zigbee] builds an emulated mesh for "
+                                     "the coordinator; remove one of them")
+        for key in ("radio", "device"):
+            if key in s.data and not (key == "radio" and radio == EMULATED):
+                raise s.error(key, "is the emulated mesh of [emulator.zigbee]; remove it")
+    device = s.string("device", f"{EMULATED_PREFIX}emulator.zigbee" if emulated_mesh else "auto")
+    if radio == EMULATED and not emulated_mesh and enabled and not device.startswith(EMULATED_PREFIX):
+        raise s.error("device", f"radio \"emulated\" needs device = \"{EMULATED_PREFIX}NAME\" (a "
+                                f"mesh registered in this process) or the [emulator.zigbee] "
+                                f"table, got {device!r}")
+    if enabled and radio != EMULATED:
+        import importlib.util
+
+        rtype = RADIO_TYPES[radio]
+        if importlib.util.find_spec(rtype.module.split(".")[0]) is None:
+            raise s.error("radio", f"{radio!r} needs the {rtype.package} package, which is not "
+                                   f"installed (pip install {rtype.package}); or use another radio")
+    baudrate = s.integer("baudrate", None, lo=1200, hi=4_000_000)
+    flow = s.string("flow_control", "none", choices=("none", "hardware", "software"))
+    database = s.path("database", None)
+    if database is None and radio != EMULATED:
+        database = state_db.parent / "zigbee.db"
+    aps = s.integer("aps_max_payload", 82, lo=20, hi=127)
+    open_timeout = s.number("open_timeout", 60.0, positive=True)
+    defaults: dict[str, Any] = {}
+    for key, value in s.data.items():
+        if key in _ZIGBEE_RADIO_KEYS:
+            continue
+        if key not in ZIGBEE_OPTION_FIELDS:
+            known = sorted({*_ZIGBEE_RADIO_KEYS, *ZIGBEE_OPTION_FIELDS})
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise s.error(key, f"unknown key{hint}; known keys: {', '.join(known)}")
+        defaults[key] = value
+        s.known.add(key)
+    try:
+        parse_zigbee_options(defaults, prefix="")
+    except OptionError as exc:
+        message = str(exc)[len(exc.field) + 2:]
+        raise s.error(exc.field or None, message) from None
+    s.finish()
+    return ZigbeeConfig(enabled=enabled, radio=radio, device=device, baudrate=baudrate,
+                        flow_control=None if flow == "none" else flow, database=database,
+                        aps_max_payload=aps, open_timeout=open_timeout, defaults=defaults)
 

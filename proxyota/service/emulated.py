@@ -12,7 +12,15 @@ What it plays (everything outside the gateway):
   service's receiver) and **N end devices** running ``old_version`` that accept exactly
   the demo image (as its firmware version) once it arrives;
 * an **inventory**: the devices' node records (hardware class, version, security counter)
-  are written to the store at start, as a provisioning system would.
+  are written to the store at start, as a provisioning system would;
+* with ``[emulator.zigbee]``, a **Zigbee mesh** (``radio_emulators.zigbee``: routers, end
+  devices, sleepy end devices up to ``hops`` hops away, ``loss`` per hop and attempt)
+  whose nodes run OTA clients on ``old_version``, on the service's clock; the service
+  opens it as its coordinator radio (zigpy knows the nodes as from its database). The demo
+  repository then also publishes a Zigbee OTA file (``new_version``, signed by a second
+  demo vendor whose public key the gateway trusts), so a Zigbee campaign can be created
+  from the API at once; the nodes' records (``zigbee:<mfr>:<type>`` class, version, hops)
+  are in the inventory.
 
 The emulated network lives in the service's process: a restart starts it afresh (new
 devices), so unlike a real deployment a campaign running across a restart of the emulated
@@ -31,17 +39,44 @@ from typing import Any
 from aiohttp import web
 
 from proxyota.images import envelope
+from proxyota.images.policy import zigbee_hw_class
 from proxyota.images.signing import generate_key, public_key_pem
 from proxyota.images.tuf_repo import TufRepository
 from proxyota.service.logging import SECRETS
 from proxyota.store import NodeRecord, Store, UnknownNode
 
-__all__ = ["EmulatorConfig", "EmulatedWorld", "DEMO_HW_CLASS"]
+__all__ = ["EmulatorConfig", "EmulatedWorld", "EmulatedZigbeeConfig", "DEMO_HW_CLASS",
+           "ZIGBEE_HW_CLASS"]
 
 #: the hardware class of the emulated devices (a class UUID like any vendor's)
 DEMO_HW_CLASS = str(envelope.class_id("emulated.proxyota.example", "lorawan-node"))
 DEMO_APPLICATION_ID = str(uuid.UUID(int=0x9E5))
 _TARGET = "emulated/node-firmware.bin"
+_ZIGBEE_TARGET = "emulated/zigbee-node.ota"
+#: manufacturer code and image type of the emulated Zigbee nodes and their OTA file
+ZIGBEE_MANUFACTURER, ZIGBEE_IMAGE_TYPE = 0x1234, 0x0001
+ZIGBEE_HW_CLASS = zigbee_hw_class(ZIGBEE_MANUFACTURER, ZIGBEE_IMAGE_TYPE)
+
+
+@dataclass(frozen=True)
+class EmulatedZigbeeConfig:
+    """The ``[emulator.zigbee]`` table (``routers`` None: 60 % of the non-sleepy nodes)."""
+
+    nodes: int = 8
+    sleepy: int = 1
+    routers: int | None = None
+    hops: int = 3
+    loss: float = 0.0
+    seed: int = 1
+    image_size: int = 2048
+    old_version: int = 1
+    new_version: int = 2
+
+    @property
+    def router_count(self) -> int:
+        if self.routers is not None:
+            return self.routers
+        return max(1, round((self.nodes - self.sleepy) * 0.6))
 
 
 @dataclass(frozen=True)
@@ -59,6 +94,7 @@ class EmulatorConfig:
     old_version: int = 0x0001_0000
     new_version: int = 0x0002_0000
     security_counter: int = 2
+    zigbee: EmulatedZigbeeConfig | None = None
 
 
 class _StaticServer:
@@ -96,7 +132,9 @@ class EmulatedWorld:
         self._server: _StaticServer | None = None
         self.chirpstack: Any = None
         self.network: Any = None
+        self.zigbee_network: Any = None  #: the emulated Zigbee mesh ([emulator.zigbee])
         self.image: bytes = b""
+        self.zigbee_image: bytes = b""
         self.server_address = ""
 
     # ------------------------------------------------------------------ the repository
@@ -104,6 +142,22 @@ class EmulatedWorld:
     @property
     def vendor_key_path(self) -> Path:
         return self.config.repo_dir / "vendor.pub"
+
+    @property
+    def zigbee_vendor_key_path(self) -> Path:
+        return self.config.repo_dir / "zigbee-vendor.pub"
+
+    @property
+    def vendor_key_paths(self) -> tuple[Path, ...]:
+        """The vendors' public keys the gateway trusts."""
+        if self.config.zigbee is None:
+            return (self.vendor_key_path,)
+        return (self.vendor_key_path, self.zigbee_vendor_key_path)
+
+    @property
+    def hw_classes(self) -> tuple[str, ...]:
+        """The hardware classes the gateway serves."""
+        return (self.hw_class,) if self.config.zigbee is None else (self.hw_class, ZIGBEE_HW_CLASS)
 
     @property
     def trusted_root_path(self) -> Path:
@@ -115,6 +169,7 @@ class EmulatedWorld:
         if (cfg.repo_dir / "repo" / "repo.json").exists() and self.trusted_root_path.exists():
             repo = TufRepository(cfg.repo_dir / "repo")
             self.image = (cfg.repo_dir / "image.bin").read_bytes()
+            self._ensure_zigbee_target(repo)
             repo.publish(www)
             return
         cfg.repo_dir.mkdir(parents=True, exist_ok=True)
@@ -129,8 +184,34 @@ class EmulatedWorld:
         (cfg.repo_dir / "image.bin").write_bytes(self.image)
         repo.add_target(self.image, _TARGET)
         repo.sign()
+        self._ensure_zigbee_target(repo)
         repo.publish(www)
         self.trusted_root_path.write_bytes(repo.metadata_bytes("root", 1))
+
+    def _ensure_zigbee_target(self, repo: TufRepository) -> None:
+        """With [emulator.zigbee]: the Zigbee OTA file, signed once by its demo vendor (a
+        repository made before keeps its file)."""
+        zb = self.config.zigbee
+        if zb is None:
+            return
+        path = self.config.repo_dir / "zigbee-image.ota"
+        if _ZIGBEE_TARGET in repo.targets() and path.exists() and self.zigbee_vendor_key_path.exists():
+            self.zigbee_image = path.read_bytes()
+            return
+        from proxyota.zigbee import otafile
+
+        vendor = generate_key()  # signs once; its private key is not kept
+        firmware = bytes((i * 167 + zb.seed * 13 + (i >> 7)) & 0xFF for i in range(zb.image_size))
+        # no AES-MMO integrity code: it would cover the header's total size, which the
+        # signature sub-element changes; the signature protects the whole file instead
+        ota = otafile.build(ZIGBEE_MANUFACTURER, ZIGBEE_IMAGE_TYPE, zb.new_version, firmware,
+                            header_string="proxyota emulated zigbee node",
+                            minimum_hardware_version=1, maximum_hardware_version=3)
+        self.zigbee_image = envelope.sign_zigbee_ota(ota.to_bytes(), vendor)
+        self.zigbee_vendor_key_path.write_bytes(public_key_pem(vendor))
+        path.write_bytes(self.zigbee_image)
+        repo.add_target(self.zigbee_image, _ZIGBEE_TARGET)
+        repo.sign()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -155,8 +236,37 @@ class EmulatedWorld:
             application_id=self.application_id, device_keys=cn.keys, seed=cfg.seed)
         port = await self.chirpstack.start()
         self.server_address = f"127.0.0.1:{port}"
+        if cfg.zigbee is not None:
+            self.zigbee_network = self._zigbee_mesh(clock, cfg.zigbee)
+            self.zigbee_network.start()
+
+    def _zigbee_mesh(self, clock: Any, zb: EmulatedZigbeeConfig) -> Any:
+        """The mesh: nodes of the OTA file's manufacturer code and image type, on
+        ``old_version``, hardware version 1 (the file allows 1..3), each trusting the
+        Zigbee vendor's public key (a node verifies the signature itself)."""
+        from radio_emulators.zigbee import END_DEVICE, ROUTER, SLEEPY, MeshConfig, ZigbeeNetwork
+        from radio_emulators.zigbee.otafile import raw_public_key
+
+        from proxyota.images.signing import load_public_key
+
+        trusted = (raw_public_key(load_public_key(self.zigbee_vendor_key_path)),)
+
+        def profile(node: Any) -> Any:
+            base = SLEEPY if node.sleepy else (ROUTER if node.is_router else END_DEVICE)
+            return base.with_(manufacturer_code=ZIGBEE_MANUFACTURER, image_type=ZIGBEE_IMAGE_TYPE,
+                              file_version=zb.old_version, hardware_version=1, trusted_keys=trusted)
+
+        routers = zb.router_count
+        return ZigbeeNetwork.generate(
+            clock, routers=routers, end_devices=zb.nodes - zb.sleepy - routers, sleepy=zb.sleepy,
+            max_hops=zb.hops, seed=zb.seed, config=MeshConfig(loss=zb.loss), profiles=profile)
 
     async def stop(self) -> None:
+        if self.zigbee_network is not None:
+            try:
+                await self.zigbee_network.close()
+            finally:
+                self.zigbee_network = None
         if self.chirpstack is not None:
             try:
                 await self.chirpstack.stop()
@@ -191,3 +301,25 @@ class EmulatedWorld:
                 await store.upsert_node(NodeRecord(
                     eui, "lorawan", self.hw_class, self.config.old_version, 1,
                     node.battery, node.last_seen, dict(node.rx_meta)))
+        if self.zigbee_network is None:
+            return
+        old = self.config.zigbee.old_version if self.config.zigbee else 0
+        for zb_node in self.zigbee_network.nodes.values():
+            mesh_node = zb_node.mesh_node
+            async with store.transaction():
+                try:
+                    node = await store.get_node(mesh_node.ieee_str)
+                except UnknownNode:
+                    node = NodeRecord(mesh_node.ieee_str, "zigbee")
+                rx_meta = {**node.rx_meta, "hops": mesh_node.depth, "role": mesh_node.role,
+                           "sleepy": zb_node.sleepy}
+                await store.upsert_node(NodeRecord(
+                    mesh_node.ieee_str, "zigbee", ZIGBEE_HW_CLASS, old, old,
+                    node.battery, node.last_seen, rx_meta))
+
+    @property
+    def zigbee_ieees(self) -> list[str]:
+        """The emulated Zigbee nodes' IEEE addresses (zigpy's text form)."""
+        if self.zigbee_network is None:
+            return []
+        return [n.mesh_node.ieee_str for n in self.zigbee_network.nodes.values()]

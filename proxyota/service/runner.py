@@ -1,6 +1,12 @@
-"""The campaign runner: creates, starts, pauses, resumes and aborts LoRaWAN FUOTA campaigns,
-drives each running one with a :class:`~proxyota.chirpstack.fuota.FuotaDriver`, routes
-ChirpStack integration events, and resumes running campaigns after a restart.
+"""The campaign runner: creates, starts, pauses, resumes and aborts campaigns of both kinds
+-- LoRaWAN FUOTA campaigns, each driven by a :class:`~proxyota.chirpstack.fuota.FuotaDriver`,
+and Zigbee OTA campaigns, each driven by a :class:`~proxyota.service.zigbee.ZigbeeDriver`
+(:mod:`proxyota.service.zigbee` says what differs) -- routes ChirpStack integration events,
+and resumes running campaigns after a restart.
+
+Kind: ``POST /campaigns`` takes ``kind`` (``lorawan`` / ``zigbee``); without it the kind
+follows the image (a ``zigbee-ota`` image makes a Zigbee campaign). Targets are DevEUIs
+(LoRaWAN) or IEEE addresses (Zigbee), as strings or objects with the node's facts.
 
 Durability (principle 5): every lifecycle step is one store transaction holding the status
 change and its audit record (``campaign.created``, ``campaign.started``,
@@ -11,7 +17,9 @@ which produced them. A step is durable before anything is sent for it.
 
 Create: the image must be accepted and cached; every target gets the policy checks of
 :func:`proxyota.images.policy.check` (hardware class, anti-rollback counter, TUF metadata
-expiry, vendor signature) and needs root keys (ChirpStack ``GetKeys`` or the keys file);
+expiry, vendor signature); a LoRaWAN target needs root keys (ChirpStack ``GetKeys`` or the
+keys file), a Zigbee target must be known to zigpy (and its hardware class is checked
+only when recorded: the OTA server matches manufacturer code and image type anyway);
 a refused target is left out with its reasons, recorded in the campaign and the node's
 history. The multicast key comes from ``os.urandom`` and is kept in the campaign's stored
 configuration (the API never shows it, logs never print it). Start re-runs the policy
@@ -29,6 +37,11 @@ the repair rounds). Timers are not shifted by the length of the pause.
 Abort: ``session.cancel(now)`` (every device without an outcome fails ``cancelled``) and
 its cleanup actions (FragSessionDelete, McGroupDelete, the ChirpStack group) are executed;
 a campaign aborted while the service was down gets the cleanup at the next start.
+
+Zigbee pause / abort: the campaign stops between two steps and leaves zigpy's receive
+path (zigpy then answers the nodes itself: no image, abort); resume rebuilds it from the
+stored state and notifies the targets still pending, which continue from their offset.
+Two running Zigbee campaigns never share a target.
 """
 
 from __future__ import annotations
@@ -43,21 +56,24 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from proxyota.chirpstack.client import ChirpStackClient, ChirpStackError
 from proxyota.chirpstack.events import Event, JoinEvent, StatusEvent, UplinkEvent
 from proxyota.chirpstack.fuota import FuotaDriver
 from proxyota.clock import Clock, gps_to_unix
 from proxyota.errors import InvalidArgument, ProxyotaError
-from proxyota.images.policy import NodeFacts, Refusal, check
+from proxyota.images.policy import Container, NodeFacts, Refusal, check
 from proxyota.lorawan.repair import Stack
 from proxyota.lorawan.session_config import DeviceConfig, SessionConfig, normalise_dev_eui
 from proxyota.lorawan.session_state import Stage
+from proxyota.service.errors import ApiError
 from proxyota.service.images import ImageCatalog, ImageNotUsable, UsableImage
 from proxyota.service.logging import SECRETS
 from proxyota.service.options import CampaignOptions, OptionError, merge_options, parse_options
 from proxyota.service.sink import StoreSink, device_summary
+from proxyota.service.views import campaign_view
+from proxyota.service.zigbee import ZigbeeCampaigns, cancel_stored, normalise_ieee, zigbee_view
 from proxyota.store import (
     CampaignExists,
     CampaignRecord,
@@ -75,31 +91,57 @@ log = logging.getLogger("proxyota.service.runner")
 
 _CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TARGET_FIELDS = {"dev_eui", "hw_class", "security_counter", "fw_version", "stack"}
-_CREATE_FIELDS = {"id", "image", "targets", "options"}
+_ZIGBEE_TARGET_FIELDS = {"ieee", "hw_class", "security_counter", "fw_version"}
+_CREATE_FIELDS = {"id", "kind", "image", "targets", "options"}
+KINDS = ("lorawan", "zigbee")
 MAX_TARGETS = 10_000
-
-
-class ApiError(ProxyotaError):
-    """A request the service refuses: HTTP ``status``, the offending ``field`` if any."""
-
-    def __init__(self, status: int, message: str, *, field: str | None = None,
-                 details: Any = None) -> None:
-        self.status = status
-        self.field = field
-        self.message = message
-        self.details = details
-        super().__init__(f"{field}: {message}" if field else message)
 
 
 class ServiceDriver(FuotaDriver):
     """The FUOTA driver as the service runs it (``step`` and ``halt`` come from
     :class:`FuotaDriver`: a stop that lets the step in flight finish, and executing a step
-    such as an abort's cleanup outside the run loop)."""
+    such as an abort's cleanup outside the run loop), with the interface the runner uses
+    for both kinds (``finished``, ``devices``, ``cancel``, ``close``, ``results``)."""
+
+    kind = "lorawan"
+
+    @property
+    def finished(self) -> bool:
+        return self.session.finished
+
+    @property
+    def devices(self) -> frozenset[str]:
+        return frozenset(self.session.state.devices)
+
+    async def cancel(self, now: float) -> None:
+        """Every device without an outcome fails ``cancelled``; the cleanup is executed."""
+        if not self.session.finished:
+            await self.step(self.session.cancel(now))
+
+    async def close(self) -> None:
+        """Nothing to release (the ChirpStack client belongs to the service)."""
+
+    def results(self, report: Mapping[str, Any],
+                image: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, int | None]]:
+        """The ``campaign.finished`` audit details and the firmware version of each device
+        that runs the image now."""
+        outcomes = self.session.outcomes()
+        counts: dict[str, int] = {}
+        for o in outcomes.values():
+            counts[o.reason.value] = counts.get(o.reason.value, 0) + 1
+        successes: dict[str, int | None] = {}
+        for eui, outcome in outcomes.items():
+            if outcome.reason.value == "successful":
+                version = outcome.detail.get("fw_version", image.get("firmware_version"))
+                successes[eui] = version if isinstance(version, int) else None
+        details = {"outcomes": counts, "successful": sorted(successes),
+                   "rounds": report.get("rounds"), "airtime_s": report.get("airtime_s")}
+        return details, successes
 
 
 @dataclass
 class _Active:
-    driver: ServiceDriver
+    driver: Any  #: ServiceDriver or ZigbeeDriver
     task: asyncio.Task
     sink: StoreSink
     devices: frozenset[str] = field(default_factory=frozenset)
@@ -107,7 +149,7 @@ class _Active:
 
 @dataclass(frozen=True)
 class _Target:
-    dev_eui: str
+    node_id: str  #: DevEUI (16 hex digits) or IEEE address (aa:bb:...)
     hw_class: str | None = None
     security_counter: int | None = None
     fw_version: int | None = None
@@ -156,6 +198,7 @@ class CampaignRunner:
         gateway_ids: tuple[str, ...] = (),
         class_c_scheduling_type: str = "DELAY",
         device_keys: Mapping[str, DeviceConfig] | None = None,
+        zigbee: ZigbeeCampaigns | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -166,6 +209,7 @@ class CampaignRunner:
         self.gateway_ids = gateway_ids
         self.class_c_scheduling_type = class_c_scheduling_type
         self.device_keys = dict(device_keys) if device_keys is not None else None
+        self.zigbee = zigbee  #: the Zigbee side (None: Zigbee is not enabled)
         self.active: dict[str, _Active] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._closing = False
@@ -197,7 +241,7 @@ class CampaignRunner:
 
     # ------------------------------------------------------------------ create
 
-    def _parse_create(self, body: Any) -> tuple[str | None, str, list[_Target], dict[str, Any]]:
+    async def _parse_create(self, body: Any) -> tuple[str, str | None, str, list[_Target], dict[str, Any]]:
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
         for key in body:
@@ -208,13 +252,35 @@ class CampaignRunner:
         if cid is not None and (not isinstance(cid, str) or not _CAMPAIGN_ID.match(cid)):
             raise ApiError(422, "must be 1-64 characters: letters, digits, '.', '_', '-' "
                                 "(starting with a letter or digit)", field="id")
+        kind = body.get("kind")
+        if kind is not None and kind not in KINDS:
+            raise ApiError(422, f"must be one of {', '.join(KINDS)}", field="kind")
         image = body.get("image")
         if not isinstance(image, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", image):
             raise ApiError(422, "must be the SHA-256 digest of an accepted image (64 hex digits)",
                            field="image")
-        targets_doc = body.get("targets")
+        if kind is None:  # the image says: a Zigbee OTA file makes a Zigbee campaign
+            kind = "lorawan"
+            with contextlib.suppress(UnknownImage):
+                if (await self.store.get_image(image.lower())).kind == Container.ZIGBEE_OTA.value:
+                    kind = "zigbee"
+        targets = self._parse_targets(kind, body.get("targets"))
+        options = body.get("options", {})
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise ApiError(422, "must be an object", field="options")
+        return kind, cid, image.lower(), targets, options
+
+    @staticmethod
+    def _parse_targets(kind: str, targets_doc: Any) -> list[_Target]:
+        """DevEUIs (LoRaWAN) or IEEE addresses (Zigbee), as strings or target objects."""
+        if kind == "zigbee":
+            key, label, normalise, known = "ieee", "IEEE address", normalise_ieee, _ZIGBEE_TARGET_FIELDS
+        else:
+            key, label, normalise, known = "dev_eui", "DevEUI", normalise_dev_eui, _TARGET_FIELDS
         if not isinstance(targets_doc, list) or not targets_doc:
-            raise ApiError(422, "must be a non-empty list of DevEUIs or target objects",
+            raise ApiError(422, f"must be a non-empty list of {label}s or target objects",
                            field="targets")
         if len(targets_doc) > MAX_TARGETS:
             raise ApiError(422, f"at most {MAX_TARGETS} targets per campaign", field="targets")
@@ -223,20 +289,20 @@ class CampaignRunner:
         for i, t in enumerate(targets_doc):
             where = f"targets[{i}]"
             if isinstance(t, str):
-                t = {"dev_eui": t}
+                t = {key: t}
             if not isinstance(t, dict):
-                raise ApiError(422, "must be a DevEUI string or an object", field=where)
-            for key in t:
-                if key not in _TARGET_FIELDS:
-                    raise ApiError(422, f"unknown field (known: {', '.join(sorted(_TARGET_FIELDS))})",
-                                   field=f"{where}.{key}")
+                raise ApiError(422, f"must be a {label} string or an object", field=where)
+            for name in t:
+                if name not in known:
+                    raise ApiError(422, f"unknown field (known: {', '.join(sorted(known))})",
+                                   field=f"{where}.{name}")
             try:
-                eui = normalise_dev_eui(t.get("dev_eui"))
+                node_id = normalise(t.get(key))
             except InvalidArgument as exc:
-                raise ApiError(422, str(exc), field=f"{where}.dev_eui") from None
-            if eui in seen:
-                raise ApiError(422, f"DevEUI {eui} is listed twice", field=f"{where}.dev_eui")
-            seen.add(eui)
+                raise ApiError(422, str(exc), field=f"{where}.{key}") from None
+            if node_id in seen:
+                raise ApiError(422, f"{label} {node_id} is listed twice", field=f"{where}.{key}")
+            seen.add(node_id)
             hw = t.get("hw_class")
             if hw is not None and (not isinstance(hw, str) or not hw):
                 raise ApiError(422, "must be a hardware class string", field=f"{where}.hw_class")
@@ -249,45 +315,51 @@ class CampaignRunner:
             if stack is not None and stack not in {s.value for s in Stack}:
                 raise ApiError(422, f"must be one of {', '.join(s.value for s in Stack)}",
                                field=f"{where}.stack")
-            targets.append(_Target(eui, hw, t.get("security_counter"), t.get("fw_version"), stack))
-        options = body.get("options", {})
-        if options is None:
-            options = {}
-        if not isinstance(options, dict):
-            raise ApiError(422, "must be an object", field="options")
-        return cid, image.lower(), targets, options
+            targets.append(_Target(node_id, hw, t.get("security_counter"), t.get("fw_version"), stack))
+        return targets
 
-    async def _facts(self, target: _Target) -> tuple[NodeFacts, NodeRecord | None]:
+    async def _facts(self, target: _Target, kind: str = "lorawan",
+                     default_hw: str = "") -> tuple[NodeFacts, NodeRecord | None]:
+        """What the policy checks see of a node: the target's facts, else its record's
+        (``default_hw``: the hardware class assumed when none is known)."""
         try:
-            node = await self.store.get_node(target.dev_eui)
+            node = await self.store.get_node(target.node_id)
         except UnknownNode:
             node = None
-        hw = target.hw_class or (node.hw_class if node else None) or ""
+        hw = target.hw_class or (node.hw_class if node else None) or default_hw
+        version = target.fw_version if target.fw_version is not None else (
+            node.fw_version if node else None)
         counter = target.security_counter
         if counter is None:
             counter = node.security_counter if node and node.security_counter is not None else 0
-        version = target.fw_version if target.fw_version is not None else (
-            node.fw_version if node else None)
+            if kind == "zigbee" and version is not None:
+                counter = max(counter, version)  # a Zigbee node orders images by file version
         return NodeFacts(hw_class=hw, running_version=version, security_counter=counter,
-                         transport="lorawan"), node
+                         transport="zigbee" if kind == "zigbee" else "lorawan"), node
 
     def _policy(self, image: UsableImage, facts: NodeFacts) -> list[Refusal]:
         return check(image.meta, facts, _gps_datetime(self.clock.now()),
                      metadata_expiry=image.metadata_expiry, image=image.data,
                      vendor_keys=self.catalog.vendor_keys)
 
+    @staticmethod
+    def _assumed_hw(kind: str, image: UsableImage) -> str:
+        """Zigbee: a node whose hardware class is not recorded is checked as the image's (the
+        OTA server matches its manufacturer code and image type anyway)."""
+        return image.meta.hw_classes[0] if kind == "zigbee" else ""
+
     async def _device_config(self, target: _Target) -> DeviceConfig | dict[str, str]:
         """Root keys of the device, or a refusal ``{"reason", "detail"}``."""
         stack = target.stack or Stack.UNKNOWN.value
         if self.device_keys is not None:
-            dc = self.device_keys.get(target.dev_eui)
+            dc = self.device_keys.get(target.node_id)
             if dc is None:
                 return {"reason": "no_keys", "detail": "the device keys file has no entry for it"}
             return DeviceConfig(gen_app_key=dc.gen_app_key, app_key=dc.app_key,
                                 lorawan_1_1=dc.lorawan_1_1, stack=stack)
         assert self.client is not None
         try:
-            keys = await self.client.get_device_keys(target.dev_eui)
+            keys = await self.client.get_device_keys(target.node_id)
         except ChirpStackError as exc:
             if exc.code in ("NOT_FOUND", "INVALID_ARGUMENT"):
                 return {"reason": "not_in_chirpstack", "detail": exc.details or exc.code}
@@ -302,52 +374,18 @@ class CampaignRunner:
         return {"reason": "no_keys",
                 "detail": "ChirpStack has no GenAppKey (LoRaWAN 1.0.x) or AppKey (1.1) for it"}
 
-    async def create(self, body: Any) -> dict[str, Any]:
-        """Validate, check, store a new campaign (status draft); returns its view."""
-        cid, digest, targets, option_doc = self._parse_create(body)
-        if self.client is None and self.device_keys is None:
-            raise ApiError(422, "no LoRaWAN network server is configured ([chirpstack])",
-                           field="targets")
-        try:
-            options = parse_options(merge_options(self.defaults.values, option_doc))
-        except OptionError as exc:
-            raise ApiError(422, str(exc)[len(exc.field) + 2:], field=exc.field) from None
-        if cid is not None:
-            with contextlib.suppress(UnknownCampaign):
-                await self.store.get_campaign(cid)
-                raise ApiError(409, f"campaign {cid!r} already exists", field="id")
-        try:
-            image = await self.catalog.usable(digest)
-        except UnknownImage:
-            raise ApiError(422, f"image {digest} is not an accepted image", field="image") from None
-        except ImageNotUsable as exc:
-            raise ApiError(422, str(exc), field="image") from None
+    def _zigbee_backend(self, field_name: str, status: int = 422) -> ZigbeeCampaigns:
+        if self.zigbee is None:
+            raise ApiError(status, "Zigbee is not enabled in this service (set [zigbee] enabled = "
+                                   "true with a radio)", field=field_name)
+        return self.zigbee
 
-        accepted: dict[str, DeviceConfig] = {}
-        refused: dict[str, list[dict[str, str]]] = {}
-        facts_of: dict[str, NodeFacts] = {}
-        for target in targets:
-            facts, _ = await self._facts(target)
-            facts_of[target.dev_eui] = facts
-            refusals = self._policy(image, facts)
-            if refusals:
-                refused[target.dev_eui] = [{"reason": r.reason.value, "detail": r.detail}
-                                           for r in refusals]
-                continue
-            dc = await self._device_config(target)
-            if isinstance(dc, dict):
-                refused[target.dev_eui] = [dc]
-                continue
-            accepted[target.dev_eui] = dc
-        if not accepted:
-            raise ApiError(422, "no target passed the policy checks; nothing was created",
-                           field="targets", details={"refused": refused})
-
+    async def _lorawan_config(self, digest: str, image: UsableImage, accepted: dict[str, Any],
+                              refused: dict[str, Any], options: CampaignOptions) -> dict[str, Any]:
         values = dict(options.values)
         if values.get("expected_fw_version") is None:
             values["expected_fw_version"] = image.meta.firmware_version
         options = parse_options(values)
-        cid = cid or f"c-{uuid.uuid4().hex[:12]}"
         mc_key = os.urandom(16)
         SECRETS.add(mc_key)
         mc_addr = int.from_bytes(os.urandom(4), "big")
@@ -358,7 +396,7 @@ class CampaignRunner:
                                     **options.session_kwargs())
         except InvalidArgument as exc:
             raise ApiError(422, str(exc), field="options") from None
-        config = {
+        return {
             "image": {"digest": digest, "target": image.meta.name,
                       "firmware_version": image.meta.firmware_version,
                       "security_counter": image.meta.security_counter},
@@ -368,35 +406,89 @@ class CampaignRunner:
             "application_id": self.application_id,
             "session": session.to_dict(),  # holds keys: never shown by the API
         }
+
+    async def create(self, body: Any) -> dict[str, Any]:
+        """Validate, check, store a new campaign (status draft); returns its view."""
+        kind, cid, digest, targets, option_doc = await self._parse_create(body)
+        zigbee = self._zigbee_backend("kind" if "kind" in body else "image") if kind == "zigbee" else None
+        if zigbee is not None:
+            zoptions = zigbee.options(option_doc)
+        else:
+            if self.client is None and self.device_keys is None:
+                raise ApiError(422, "no LoRaWAN network server is configured ([chirpstack])",
+                               field="targets")
+            try:
+                options = parse_options(merge_options(self.defaults.values, option_doc))
+            except OptionError as exc:
+                raise ApiError(422, str(exc)[len(exc.field) + 2:], field=exc.field) from None
+        if cid is not None:
+            with contextlib.suppress(UnknownCampaign):
+                await self.store.get_campaign(cid)
+                raise ApiError(409, f"campaign {cid!r} already exists", field="id")
+        try:
+            image = await self.catalog.usable(digest)
+        except UnknownImage:
+            raise ApiError(422, f"image {digest} is not an accepted image", field="image") from None
+        except ImageNotUsable as exc:
+            raise ApiError(422, str(exc), field="image") from None
+        if zigbee is not None:
+            zigbee.check_image(image)
+
+        accepted: dict[str, Any] = {}
+        refused: dict[str, list[dict[str, str]]] = {}
+        facts_of: dict[str, NodeFacts] = {}
+        for target in targets:
+            facts, _ = await self._facts(target, kind, self._assumed_hw(kind, image))
+            facts_of[target.node_id] = facts
+            refusals = self._policy(image, facts)
+            if refusals:
+                refused[target.node_id] = [{"reason": r.reason.value, "detail": r.detail}
+                                           for r in refusals]
+                continue
+            admitted = zigbee.admit(target.node_id) if zigbee is not None else (
+                await self._device_config(target))
+            if isinstance(admitted, dict):
+                refused[target.node_id] = [admitted]
+                continue
+            accepted[target.node_id] = admitted
+        if not accepted:
+            raise ApiError(422, "no target passed the policy checks; nothing was created",
+                           field="targets", details={"refused": refused})
+
+        cid = cid or f"c-{uuid.uuid4().hex[:12]}"
+        if zigbee is not None:
+            config = zigbee.config(digest, image, list(accepted), refused, zoptions)
+        else:
+            config = await self._lorawan_config(digest, image, accepted, refused, options)
         now = self.clock.now()
         async with self.store.transaction():
             try:
-                await self.store.create_campaign(cid, "lorawan", digest, config, now=now)
+                await self.store.create_campaign(cid, kind, digest, config, now=now)
             except CampaignExists as exc:
                 raise ApiError(409, str(exc), field="id") from None
             for target in targets:
-                eui = target.dev_eui
-                facts = facts_of[eui]
+                node_id = target.node_id
+                facts = facts_of[node_id]
                 try:  # re-read inside the transaction: telemetry may have changed meanwhile
-                    node = await self.store.get_node(eui)
+                    node = await self.store.get_node(node_id)
                 except UnknownNode:
-                    node = NodeRecord(eui, "lorawan")
+                    node = NodeRecord(node_id, kind)
                 await self.store.upsert_node(NodeRecord(
-                    eui, "lorawan", hw_class=facts.hw_class or node.hw_class,
+                    node_id, kind, hw_class=target.hw_class or node.hw_class,
                     fw_version=facts.running_version, security_counter=facts.security_counter,
                     battery=node.battery, last_seen=node.last_seen, rx_meta=dict(node.rx_meta)))
-                if eui in refused:
-                    await self.store.record_event(eui, "refused", {"reasons": refused[eui]},
+                if node_id in refused:
+                    await self.store.record_event(node_id, "refused", {"reasons": refused[node_id]},
                                                   campaign_id=cid, now=now)
                 else:
-                    await self.store.record_event(eui, "targeted", {"image": digest},
+                    await self.store.record_event(node_id, "targeted", {"image": digest},
                                                   campaign_id=cid, now=now)
             await self.store.audit_append("api", "campaign.created", cid, {
-                "image": digest, "targets": sorted(accepted),
-                "refused": {eui: [r["reason"] for r in rs] for eui, rs in sorted(refused.items())},
+                "kind": kind, "image": digest, "targets": sorted(accepted),
+                "refused": {n: [r["reason"] for r in rs] for n, rs in sorted(refused.items())},
             }, now=now)
         await asyncio.to_thread(self.catalog.cache.pin, digest, f"campaign-{cid}")
-        log.info("campaign created", extra={"campaign": cid, "image": digest,
+        log.info("campaign created", extra={"campaign": cid, "kind": kind, "image": digest,
                                             "targets": len(accepted), "refused": len(refused)})
         return await self.view(cid)
 
@@ -409,6 +501,7 @@ class CampaignRunner:
                 raise ApiError(409, f"campaign {campaign_id!r} is {rec.status}; only a draft "
                                     "campaign can be started", field="status")
             await self._recheck(rec)
+            self._check_launchable(rec)
             await self._transition(rec, "running", "campaign.started")
             await self._launch(await self._record(campaign_id))
         return await self.view(campaign_id)
@@ -421,13 +514,29 @@ class CampaignRunner:
             raise ApiError(409, f"the campaign's image cannot be used: {exc}", field="image") from None
         refused: dict[str, list[dict[str, str]]] = {}
         for eui in rec.config.get("targets", []):
-            facts, _ = await self._facts(_Target(eui))
+            facts, _ = await self._facts(_Target(eui), rec.kind, self._assumed_hw(rec.kind, image))
             refusals = self._policy(image, facts)
             if refusals:
                 refused[eui] = [{"reason": r.reason.value, "detail": r.detail} for r in refusals]
         if refused:
             raise ApiError(409, "targets no longer pass the policy checks; create a new campaign",
                            field="targets", details={"refused": refused})
+
+    def _check_launchable(self, rec: CampaignRecord) -> None:
+        """Zigbee: the radio is there, and no other running campaign serves these nodes
+        (one OTA server per node)."""
+        if rec.kind != "zigbee":
+            return
+        self._zigbee_backend("status", 409)
+        targets = set(rec.config.get("targets", []))
+        busy = {}
+        for other_id, active in self.active.items():
+            if other_id != rec.id and getattr(active.driver, "kind", None) == "zigbee":
+                for node_id in sorted(targets & active.devices):
+                    busy[node_id] = other_id
+        if busy:
+            raise ApiError(409, "targets are served by another running Zigbee campaign",
+                           field="targets", details={"busy": busy})
 
     async def pause(self, campaign_id: str) -> dict[str, Any]:
         async with self._lock(campaign_id):
@@ -442,8 +551,8 @@ class CampaignRunner:
                 await self._flush_multicast(active.driver)
         return await self.view(campaign_id)
 
-    async def _flush_multicast(self, driver: FuotaDriver) -> None:
-        if self.client is None or driver.group_id is None:
+    async def _flush_multicast(self, driver: Any) -> None:
+        if self.client is None or getattr(driver, "group_id", None) is None:
             return
         try:
             await self.client.flush_multicast_queue(driver.group_id)
@@ -457,6 +566,7 @@ class CampaignRunner:
             if rec.status != "paused":
                 raise ApiError(409, f"campaign {campaign_id!r} is {rec.status}; only a paused "
                                     "campaign can be resumed", field="status")
+            self._check_launchable(rec)
             await self._transition(rec, "running", "campaign.resumed")
             await self._launch(await self._record(campaign_id))
         return await self.view(campaign_id)
@@ -473,19 +583,22 @@ class CampaignRunner:
             if active is not None:
                 await active.driver.halt(active.task)
                 await self._cancel(active.driver)
-            elif was == "paused":
+            elif was != "draft":  # paused (or a Zigbee campaign left running without a radio)
                 await self._cleanup_stored(await self._record(campaign_id))
             await self._unpin(rec)
         return await self.view(campaign_id)
 
-    async def _cancel(self, driver: ServiceDriver) -> None:
-        if driver.session.finished:
+    async def _cancel(self, driver: Any) -> None:
+        if driver.finished:
             return
         await self._flush_multicast(driver)
-        await driver.step(driver.session.cancel(self.clock.now()))
+        await driver.cancel(self.clock.now())
 
     async def _cleanup_stored(self, rec: CampaignRecord) -> None:
         """Cancel + cleanup of a campaign that has no driver (paused, or aborted while down)."""
+        if rec.kind == "zigbee":  # nothing on the air to clean up: the nodes end cancelled
+            await cancel_stored(self.store, rec, self.clock.now())
+            return
         snap = await self.store.load_state(rec.id)
         if snap.state is None:
             return
@@ -503,7 +616,9 @@ class CampaignRunner:
 
     # ------------------------------------------------------------------ drivers
 
-    async def _driver(self, rec: CampaignRecord) -> ServiceDriver:
+    async def _driver(self, rec: CampaignRecord) -> Any:
+        if rec.kind == "zigbee":
+            return await self._zigbee_backend("status", 409).driver(rec)
         if self.client is None:
             raise ApiError(409, "no ChirpStack client configured", field="status")
         session = SessionConfig.from_dict(rec.config["session"])
@@ -525,10 +640,9 @@ class CampaignRunner:
         assert isinstance(driver.sink, StoreSink)
         task = asyncio.get_running_loop().create_task(self._drive(rec.id, driver),
                                                       name=f"campaign-{rec.id}")
-        self.active[rec.id] = _Active(driver, task, driver.sink,
-                                      frozenset(driver.session.state.devices))
+        self.active[rec.id] = _Active(driver, task, driver.sink, driver.devices)
 
-    async def _drive(self, campaign_id: str, driver: ServiceDriver) -> None:
+    async def _drive(self, campaign_id: str, driver: Any) -> None:
         try:
             report = await driver.run()
         except asyncio.CancelledError:
@@ -537,47 +651,47 @@ class CampaignRunner:
             log.exception("campaign %s: driver failed", campaign_id)
             self.active.pop(campaign_id, None)
             with contextlib.suppress(Exception):
+                await driver.close()
+            with contextlib.suppress(Exception):
                 rec = await self.store.get_campaign(campaign_id)
                 await self._transition(rec, "failed", "campaign.failed",
                                        {"error": f"{type(exc).__name__}: {exc}"}, actor="service")
                 await self._unpin(rec)
             return
+        if not driver.finished:  # halted (pause, abort, shutdown)
+            return
         await self._finish(campaign_id, driver, report)
 
-    async def _finish(self, campaign_id: str, driver: ServiceDriver, report: Mapping[str, Any]) -> None:
+    async def _finish(self, campaign_id: str, driver: Any, report: Mapping[str, Any]) -> None:
         rec = await self.store.get_campaign(campaign_id)
-        outcomes = driver.session.outcomes()
-        counts: dict[str, int] = {}
-        for o in outcomes.values():
-            counts[o.reason.value] = counts.get(o.reason.value, 0) + 1
         image = rec.config.get("image", {})
+        details, successes = driver.results(report, image)
         now = self.clock.now()
         async with self.store.transaction():
             if rec.status == "running":
                 await self.store.update_status(campaign_id, "completed", now=now)
-                await self.store.audit_append("service", "campaign.finished", campaign_id, {
-                    "outcomes": counts,
-                    "successful": sorted(e for e, o in outcomes.items() if o.reason.value == "successful"),
-                    "rounds": report.get("rounds"), "airtime_s": report.get("airtime_s"),
-                }, now=now)
-            for eui, outcome in outcomes.items():
-                if outcome.reason.value != "successful":
-                    continue
+                await self.store.audit_append("service", "campaign.finished", campaign_id, details,
+                                              now=now)
+            for node_id, version in successes.items():
                 with contextlib.suppress(UnknownNode):
-                    node = await self.store.get_node(eui)
-                    version = outcome.detail.get("fw_version", image.get("firmware_version"))
+                    node = await self.store.get_node(node_id)
                     counter = max(node.security_counter or 0, int(image.get("security_counter") or 0))
                     await self.store.upsert_node(NodeRecord(
-                        eui, node.kind, node.hw_class,
+                        node_id, node.kind, node.hw_class,
                         version if isinstance(version, int) else node.fw_version, counter,
                         node.battery, node.last_seen, dict(node.rx_meta)))
         self.active.pop(campaign_id, None)
+        await driver.close()
         await self._unpin(rec)
-        log.info("campaign finished", extra={"campaign": campaign_id, "outcomes": counts})
+        log.info("campaign finished", extra={"campaign": campaign_id, "outcomes": details["outcomes"]})
 
     async def recover(self) -> None:
         """At start: resume running campaigns, finish the cleanup of aborted ones."""
-        for rec in await self.store.list_campaigns(status="running", kind="lorawan"):
+        for rec in await self.store.list_campaigns(status="running"):
+            if rec.kind == "zigbee" and self.zigbee is None:
+                log.error("campaign %s is a running Zigbee campaign but Zigbee is not enabled: "
+                          "it resumes when the service runs with [zigbee] enabled", rec.id)
+                continue
             try:
                 snap = await self.store.load_state(rec.id)
                 await self.store.audit_append("service", "campaign.recovered", rec.id,
@@ -590,7 +704,7 @@ class CampaignRunner:
                 with contextlib.suppress(Exception):
                     await self._transition(rec, "failed", "campaign.failed",
                                            {"error": f"resume failed: {exc}"}, actor="service")
-        for rec in await self.store.list_campaigns(status="aborted", kind="lorawan"):
+        for rec in await self.store.list_campaigns(status="aborted"):
             await self._cleanup_stored(rec)
 
     async def shutdown(self) -> None:
@@ -599,7 +713,7 @@ class CampaignRunner:
         actives = list(self.active.items())
         self.active.clear()
         for campaign_id, active in actives:
-            if active.driver.session.finished and not active.task.done():
+            if active.driver.finished and not active.task.done():
                 # finishing: let it write its final records
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(asyncio.shield(active.task), timeout=10)
@@ -670,54 +784,30 @@ class CampaignRunner:
         if doc is None:
             snap = await self.store.load_state(campaign_id)
             doc, revision = snap.state, snap.revision
+        if rec.kind == "zigbee":
+            return zigbee_view(rec, doc, revision)
         return self._view(rec, doc, revision)
 
     @staticmethod
     def _view(rec: CampaignRecord, doc: Mapping[str, Any] | None, revision: int) -> dict[str, Any]:
-        cfg = rec.config
-        session = cfg.get("session", {})
+        session = rec.config.get("session", {})
         machine = (doc or {}).get("machine") or {}
-        devices: dict[str, Any] = {}
-        counts = {"targets": len(cfg.get("targets", [])), "refused": len(cfg.get("refused", {})),
-                  "successful": 0, "failed": 0, "in_progress": 0}
-        summary = device_summary(doc)
-        for eui in cfg.get("targets", []):
-            s = summary.get(eui)
-            if s is None:
-                devices[eui] = {"phase": "pending", "outcome": None}
-                counts["in_progress"] += 1
-                continue
-            devices[eui] = {"phase": s["phase"], "outcome": s["outcome"],
-                            "nb_frag_received": s["progress"]["nb_frag_received"],
-                            "missing_frag": s["progress"]["missing_frag"]}
-            if s["outcome"] == "successful":
-                counts["successful"] += 1
-            elif s["outcome"] is not None:
-                counts["failed"] += 1
-            else:
-                counts["in_progress"] += 1
         lanes = machine.get("lanes") or {}
-        return {
-            "id": rec.id,
-            "kind": rec.kind,
-            "status": rec.status,
-            "stage": machine.get("stage", "created" if doc is None else None),
-            "image": cfg.get("image", {"digest": rec.image_digest}),
-            "created_at": rec.created_at,
-            "updated_at": rec.updated_at,
-            "state_revision": revision,
-            "options": cfg.get("options", {}),
-            "multicast": {"mc_addr": f"{session.get('mc_addr', 0):08x}", "dr": session.get("dr"),
-                          "frequency": session.get("frequency"),
-                          "device_class": session.get("device_class"),
-                          "frag_size": session.get("frag_size"),
-                          "session_time": machine.get("session_time"),
-                          "highest_counter": max((lane.get("highest", 0) for lane in lanes.values()),
-                                                 default=0)},
-            "counts": counts,
-            "devices": devices,
-            "refused": cfg.get("refused", {}),
-        }
+
+        def fields(s: Mapping[str, Any]) -> dict[str, Any]:
+            return {"nb_frag_received": s["progress"]["nb_frag_received"],
+                    "missing_frag": s["progress"]["missing_frag"]}
+
+        return campaign_view(
+            rec, device_summary(doc), stage=machine.get("stage", "created" if doc is None else None),
+            revision=revision, fields=fields,
+            multicast={"mc_addr": f"{session.get('mc_addr', 0):08x}", "dr": session.get("dr"),
+                       "frequency": session.get("frequency"),
+                       "device_class": session.get("device_class"),
+                       "frag_size": session.get("frag_size"),
+                       "session_time": machine.get("session_time"),
+                       "highest_counter": max((lane.get("highest", 0) for lane in lanes.values()),
+                                              default=0)})
 
     async def list(self) -> list[dict[str, Any]]:
         out = []
@@ -727,15 +817,26 @@ class CampaignRunner:
                         "updated_at": rec.updated_at, "targets": len(rec.config.get("targets", []))})
         return out
 
+    async def _find_node(self, node_id: str) -> NodeRecord:
+        """A node by DevEUI (16 hex digits) or IEEE address (``aa:bb:...``); either form of
+        the 16 digits finds it."""
+        forms: tuple[Callable[[Any], str], ...] = (normalise_dev_eui, normalise_ieee)
+        if ":" in str(node_id):
+            forms = forms[::-1]
+        candidates = []
+        for normalise in forms:
+            with contextlib.suppress(InvalidArgument):
+                candidates.append(normalise(node_id))
+        if not candidates:
+            raise ApiError(404, f"unknown node {node_id!r}", field="dev_eui")
+        for candidate in candidates:
+            with contextlib.suppress(UnknownNode):
+                return await self.store.get_node(candidate)
+        raise ApiError(404, f"unknown node {candidates[0]}", field="dev_eui")
+
     async def node(self, node_id: str) -> dict[str, Any]:
-        try:
-            eui = normalise_dev_eui(node_id)
-        except InvalidArgument:
-            raise ApiError(404, f"unknown node {node_id!r}", field="dev_eui") from None
-        try:
-            node = await self.store.get_node(eui)
-        except UnknownNode:
-            raise ApiError(404, f"unknown node {eui}", field="dev_eui") from None
+        node = await self._find_node(node_id)
+        eui = node.id
         campaigns = []
         for rec in await self.store.list_campaigns(kind=node.kind):
             if eui not in rec.config.get("targets", []) and eui not in rec.config.get("refused", {}):
@@ -754,14 +855,11 @@ class CampaignRunner:
 
     async def node_history(self, node_id: str, *, campaign_id: str | None = None,
                            limit: int | None = None) -> list[dict[str, Any]]:
+        node = await self._find_node(node_id)
         try:
-            eui = normalise_dev_eui(node_id)
-        except InvalidArgument:
-            raise ApiError(404, f"unknown node {node_id!r}", field="dev_eui") from None
-        try:
-            events = await self.store.history(eui, campaign_id=campaign_id, limit=limit)
+            events = await self.store.history(node.id, campaign_id=campaign_id, limit=limit)
         except UnknownNode:
-            raise ApiError(404, f"unknown node {eui}", field="dev_eui") from None
+            raise ApiError(404, f"unknown node {node.id}", field="dev_eui") from None
         return [{"id": e.id, "time": e.time, "event": e.event, "campaign": e.campaign_id,
                  "details": e.details} for e in events]
 

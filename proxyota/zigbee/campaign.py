@@ -62,7 +62,8 @@ from proxyota.zigbee.zigpy_adapter import (
     open_radio,
 )
 
-__all__ = ["DOCUMENT_FORMAT", "NOTIFY_MODES", "REFUSAL_CODES", "CampaignStats", "ZigbeeCampaign", "on_radio"]
+__all__ = ["DOCUMENT_FORMAT", "NOTIFY_MODES", "REFUSAL_CODES", "CampaignStats", "ZigbeeCampaign", "on_radio",
+           "status_of"]
 
 log = logging.getLogger("proxyota.zigbee.campaign")
 
@@ -70,6 +71,24 @@ DOCUMENT_FORMAT = 1
 NOTIFY_MODES = ("unicast", "broadcast", "none")
 #: NO_IMAGE_AVAILABLE reasons (OtaServer ``no_image`` log codes) that end a node's campaign.
 REFUSAL_CODES = frozenset({"hardware", "no_image", "destination", "downgrade"})
+
+
+def status_of(phase: str | None, outcome: str | None, reason: str | None,
+              refused: str | None) -> tuple[str, str | None]:
+    """A target's campaign status from its server session (``phase`` / ``outcome`` /
+    ``reason`` of its :class:`~proxyota.zigbee.ota_server.NodeState`, or their saved
+    values; None without a session) and the refusal recorded for it:
+    (``updated`` | ``up_to_date`` | ``failed`` | ``refused`` | ``pending``, reason)."""
+    if phase is not None:
+        if phase == Phase.FAILED or outcome == Outcome.FAILED:
+            return "failed", reason
+        if outcome == Outcome.VERIFIED:
+            return "updated", None
+        if outcome == Outcome.UP_TO_DATE and phase == Phase.DONE:
+            return "up_to_date", None
+    if refused is not None:
+        return "refused", refused
+    return "pending", None if phase is None else f"phase {Phase(phase).value}"
 
 
 class CampaignStats:
@@ -230,16 +249,9 @@ class ZigbeeCampaign:
     def node_status(self, ieee: str) -> tuple[str, str | None]:
         """(``updated`` | ``up_to_date`` | ``failed`` | ``refused`` | ``pending``, reason)."""
         node = self.server.node(ieee)
-        if node is not None:
-            if node.phase is Phase.FAILED or node.outcome is Outcome.FAILED:
-                return "failed", node.reason
-            if node.outcome is Outcome.VERIFIED:
-                return "updated", None
-            if node.outcome is Outcome.UP_TO_DATE and node.phase is Phase.DONE:
-                return "up_to_date", None
-        if ieee in self.refused:
-            return "refused", self.refused[ieee]
-        return "pending", None if node is None else f"phase {node.phase.value}"
+        if node is None:
+            return status_of(None, None, None, self.refused.get(ieee))
+        return status_of(node.phase, node.outcome, node.reason, self.refused.get(ieee))
 
     @property
     def finished(self) -> bool:
@@ -323,6 +335,17 @@ class ZigbeeCampaign:
         self._stopping = True
         self._wake.set()
 
+    async def halt(self) -> None:
+        """Stop between two steps: the step in flight finishes (its state saved, its
+        replies queued), later requests are left to zigpy, sends not yet transmitted are
+        dropped (the nodes ask again) and the campaign leaves zigpy's receive path. Unlike
+        ``close(wait=True)`` this never waits for the radio, so it may run while an
+        emulated clock is held busy."""
+        self.stop()
+        async with self._lock:
+            self._closed = True
+        await self.close()
+
     async def drain(self) -> None:
         """Wait until every queued send has been transmitted (or failed)."""
         while self._workers:
@@ -353,36 +376,35 @@ class ZigbeeCampaign:
         busy = self.clock.busy()
         busy.__enter__()
         try:
-            task = asyncio.get_running_loop().create_task(self._handle(request, busy))
+            task = asyncio.get_running_loop().create_task(self._handle(request))
         except BaseException:
             busy.__exit__(None, None, None)
             raise
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # released when the task ends, even if it is cancelled before it ever ran
+        task.add_done_callback(lambda _task: busy.__exit__(None, None, None))
 
-    async def _handle(self, request: OtaRequest, busy: Any) -> None:
-        try:
-            async with self._lock:
-                if self._closed:
-                    return
-                now = self.clock.now()
-                try:
-                    actions = self.server.handle(
-                        request.ieee, request.command_id, request.payload, request.tsn, now,
-                        aps_max_payload=request.aps_max_payload,
-                        manufacturer_specific=request.manufacturer_code is not None,
-                    )
-                except ProxyotaError as exc:  # arguments the server refuses: a bug of ours
-                    self.stats.handler_errors.append(f"{request.ieee}: {exc}")
-                    log.error("campaign %s: request of %s not handled: %s", self.campaign_id, request.ieee, exc)
-                    return
-                if self._dirty is not None:
-                    self._dirty.add(request.ieee)
-                self._supersede(request.ieee)
-                await self._commit(actions, manufacturer_code=request.manufacturer_code,
-                                   page=request.command_id == CommandId.IMAGE_PAGE_REQUEST)
-        finally:
-            busy.__exit__(None, None, None)
+    async def _handle(self, request: OtaRequest) -> None:
+        async with self._lock:
+            if self._closed:
+                return
+            now = self.clock.now()
+            try:
+                actions = self.server.handle(
+                    request.ieee, request.command_id, request.payload, request.tsn, now,
+                    aps_max_payload=request.aps_max_payload,
+                    manufacturer_specific=request.manufacturer_code is not None,
+                )
+            except ProxyotaError as exc:  # arguments the server refuses: a bug of ours
+                self.stats.handler_errors.append(f"{request.ieee}: {exc}")
+                log.error("campaign %s: request of %s not handled: %s", self.campaign_id, request.ieee, exc)
+                return
+            if self._dirty is not None:
+                self._dirty.add(request.ieee)
+            self._supersede(request.ieee)
+            await self._commit(actions, manufacturer_code=request.manufacturer_code,
+                               page=request.command_id == CommandId.IMAGE_PAGE_REQUEST)
 
     def _touched_by(self, actions: list[Any]) -> None:
         """Nodes a timer step changed: the server acts on (or logs) every node it changes."""

@@ -54,6 +54,7 @@ validation are tested.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import time
@@ -566,8 +567,7 @@ def radio_application_class(radio: str) -> type:
     return module.ControllerApplication
 
 
-def zigpy_config(cfg: RadioConfig, *, app_class: type | None = None) -> dict[str, Any]:
-    """zigpy's configuration for ``cfg``, validated by the radio library's schema."""
+def _raw_config(cfg: RadioConfig) -> dict[str, Any]:
     import zigpy.config as zc
 
     config: dict[str, Any] = {
@@ -585,6 +585,14 @@ def zigpy_config(cfg: RadioConfig, *, app_class: type | None = None) -> dict[str
             config[key] = {**config[key], **value}
         else:
             config[key] = value
+    return config
+
+
+def zigpy_config(cfg: RadioConfig, *, app_class: type | None = None) -> dict[str, Any]:
+    """zigpy's configuration for ``cfg``, validated by the radio library's schema."""
+    import zigpy.config as zc
+
+    config = _raw_config(cfg)
     cls = app_class if app_class is not None else radio_application_class(cfg.radio)
     schema = getattr(cls, "SCHEMA", zc.CONFIG_SCHEMA)
     try:
@@ -599,11 +607,22 @@ def zigpy_config(cfg: RadioConfig, *, app_class: type | None = None) -> dict[str
         raise
 
 
-async def open_radio(cfg: RadioConfig, *, app_class: type | None = None) -> tuple[Any, int]:
-    """Start the coordinator radio (network formed already: ``auto_form=False``) and return
-    ``(app, aps_max_payload)`` (the radio's own figure when it gives one)."""
+async def open_radio(cfg: RadioConfig, *, app_class: type | None = None,
+                     timeout: float | None = None) -> tuple[Any, int]:
+    """Start the coordinator radio (network formed already: ``auto_form=False``) within
+    ``timeout`` s and return ``(app, aps_max_payload)`` (the radio's own figure when it
+    gives one). On failure the application is shut down again (its database and radio
+    threads would otherwise keep the process alive)."""
     cls = app_class if app_class is not None else radio_application_class(cfg.radio)
-    config = zigpy_config(cfg, app_class=cls)
-    app = await cls.new(config, auto_form=False, start_radio=True)
+    zigpy_config(cfg, app_class=cls)  # InvalidArgument when the radio library refuses it
+    # zigpy validates in new() itself: a validated configuration would be validated twice,
+    # which zigpy 2.4 rejects (its OTA provider objects are not mappings)
+    app = await cls.new(_raw_config(cfg), auto_form=False, start_radio=False)
+    try:
+        await asyncio.wait_for(app.startup(auto_form=False), timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await app.shutdown()
+        raise
     aps = await probe_aps_max_payload(app)
     return app, aps if aps is not None else cfg.aps_max_payload

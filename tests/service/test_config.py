@@ -155,8 +155,29 @@ BAD: list[tuple[str, Any, str]] = [
     ("lorawan.reboot", {"mode": "never"}, "[lorawan] reboot.mode"),
     ("lorawan.block_ack_delay", 9, "[lorawan] block_ack_delay"),
     ("lorawan.bogus", 1, "[lorawan] bogus: unknown option"),
-    ("zigbee", {"enabled": True}, "[zigbee] enabled: the Zigbee (zigpy) radio adapter is not wired"),
     ("zigbee", {"enable": False}, "[zigbee] enable: unknown key"),
+    ("zigbee", {"enabled": True, "radio": "cc2531"}, "[zigbee] radio: must be one of 'ezsp'"),
+    ("zigbee", {"enabled": True, "radio": "znp"}, "[zigbee] radio: 'znp' needs the zigpy-znp package"),
+    ("zigbee", {"enabled": True, "radio": "emulated", "device": "/dev/ttyUSB0"},
+     "[zigbee] device: radio \"emulated\" needs device = \"emulated:NAME\""),
+    ("zigbee", {"enabled": "yes"}, "[zigbee] enabled: must be true or false"),
+    ("zigbee", {"enabled": True, "baudrate": 9}, "[zigbee] baudrate: must be in 1200..4000000"),
+    ("zigbee", {"flow_control": "rts"}, "[zigbee] flow_control: must be one of"),
+    ("zigbee", {"aps_max_payload": 200}, "[zigbee] aps_max_payload: must be in 20..127"),
+    ("zigbee", {"open_timeout": 0}, "[zigbee] open_timeout: must be > 0"),
+    ("zigbee", {"max_concurrent": 0}, "[zigbee] max_concurrent: max_concurrent must be an integer >= 1"),
+    ("zigbee", {"max_concurrent": "4"}, "[zigbee] max_concurrent: must be download slots"),
+    ("zigbee", {"notify": "shout"}, "[zigbee] notify: must be one of unicast, broadcast, none"),
+    ("zigbee", {"upgrade_delay": -5}, "[zigbee] upgrade_delay: must be >= 0"),
+    ("zigbee", {"max_block_size": 300}, "[zigbee] max_block_size: max_block_size must be an integer 1..255"),
+    ("zigbee", {"min_wait": 60.0, "max_wait": 10.0}, "[zigbee] max_wait: max_wait must be >= 60.0"),
+    ("zigbee", {"device_classes": {"sleepy": {"stall_timeout": -1}}},
+     "[zigbee] device_classes.sleepy.stall_timeout: stall_timeout must be > 0"),
+    ("zigbee", {"device_classes": {"sleepy": {"stall_timout": 60}}},
+     "[zigbee] device_classes.sleepy.stall_timout: unknown field"),
+    ("zigbee", {"device_classes": {"fridge": {}}}, "[zigbee] device_classes.fridge: unknown device class"),
+    ("zigbee", {"stall_timeout": 30}, "[zigbee] stall_timeout: unknown key"),
+    ("zigbee", {"max_concurent": 3}, "[zigbee] max_concurent: unknown key (did you mean 'max_concurrent'?)"),
 ]
 
 
@@ -203,6 +224,29 @@ def test_example_chirpstack_config_validates(files: dict[str, str]) -> None:
     assert cfg.chirpstack is not None and cfg.chirpstack.device_keys == "chirpstack"
     assert cfg.lorawan.values["frag_versions"] == [2, 1]
     assert cfg.lorawan.timeouts.answer == 600.0
+
+
+def test_example_zigbee_config_validates(files: dict[str, str]) -> None:
+    doc = tomllib.loads((ROOT / "configs" / "zigbee.toml").read_text())
+    cfg = parse(_with_local_files(doc, files))
+    z = cfg.zigbee
+    assert z.enabled and z.radio == "ezsp" and z.device.startswith("/dev/serial/by-id/")
+    assert z.baudrate == 115200 and z.flow_control is None and z.open_timeout == 60.0
+    assert z.database == Path("/var/lib/proxyota/zigbee.db")
+    assert z.defaults["max_concurrent"] == 4
+    assert z.defaults["device_classes"]["sleepy"]["stall_timeout"] == 900.0
+    assert cfg.chirpstack is None and cfg.images.hardware_classes == ("zigbee:117c:0101",)
+    assert cfg.summary()["zigbee"]["radio"] == "ezsp"
+
+
+def test_zigbee_section_defaults(files: dict[str, str]) -> None:
+    assert parse(base(files)).zigbee.enabled is False
+    doc = base(files)
+    doc["zigbee"] = {"enabled": True, "flow_control": "hardware", "notify": "broadcast"}
+    z = parse(doc).zigbee
+    assert z.radio == "ezsp" and z.device == "auto" and z.flow_control == "hardware"
+    assert z.database == Path(files["tmp"]) / "zigbee.db"  # next to the state database
+    assert z.defaults == {"notify": "broadcast"}
 
 
 def test_cli_check(files: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture,

@@ -35,13 +35,13 @@ async def test_emulated_config_runs_a_campaign(tmp_path: Path) -> None:
     try:
         async with Api(service.api_url) as api:
             images: list = []
-            for _ in range(300):
-                images = (await api.get("/images"))["images"]
+            for _ in range(300):  # the LoRaWAN image (the demo repository has a Zigbee one too)
+                images = [i for i in (await api.get("/images"))["images"] if i["kind"] == "envelope"]
                 if images:
                     break
                 await asyncio.sleep(0.02)
             assert images and images[0]["cached"]
-            nodes = (await api.get("/nodes"))["nodes"]
+            nodes = [n for n in (await api.get("/nodes"))["nodes"] if n["kind"] == "lorawan"]
             euis = sorted(n["id"] for n in nodes)
             assert len(euis) == 4 and all(n["hw_class"] for n in nodes)
             with clock.busy():
@@ -86,6 +86,15 @@ async def test_emulated_config_runs_a_campaign(tmp_path: Path) -> None:
     (lambda d: d["emulator"].update(downlink_loss=1.5), "[emulator] downlink_loss"),
     (lambda d: d["emulator"].update(colour=1), "[emulator] colour: unknown key"),
     (lambda d: d.pop("emulator"), "[service] clock: \"virtual\" needs the in-process [emulator]"),
+    (lambda d: d["emulator"]["zigbee"].update(nodes=0), "[emulator.zigbee] nodes: must be in 1..200"),
+    (lambda d: d["emulator"]["zigbee"].update(sleepy=8), "[emulator.zigbee] sleepy: must be in 0..7"),
+    (lambda d: d["emulator"]["zigbee"].update(loss=1.5), "[emulator.zigbee] loss: must be a probability"),
+    (lambda d: d["emulator"]["zigbee"].update(new_version=1), "[emulator.zigbee] new_version: must be in 2.."),
+    (lambda d: d["emulator"]["zigbee"].update(colour=1), "[emulator.zigbee] colour: unknown key"),
+    (lambda d: d["zigbee"].update(radio="ezsp"), "[zigbee] radio: is the emulated mesh of [emulator.zigbee]"),
+    (lambda d: d["zigbee"].update(device="/dev/ttyUSB0"), "[zigbee] device: is the emulated mesh"),
+    (lambda d: d["zigbee"].update(enabled=False), "[zigbee] enabled: is false, but [emulator.zigbee]"),
+    (lambda d: d["zigbee"].update(max_concurrent=0), "[zigbee] max_concurrent"),
 ])
 def test_emulated_config_errors(tmp_path: Path, change, message: str) -> None:
     doc = copy.deepcopy(emulated_doc(tmp_path))
@@ -101,3 +110,6 @@ def test_example_emulated_config_validates() -> None:
     assert cfg.emulator is not None and cfg.emulator.devices == 10
     assert cfg.service.clock.kind == "scaled" and cfg.service.clock.rate == 50.0
     assert cfg.chirpstack is None
+    assert cfg.zigbee.enabled and cfg.zigbee.radio == "emulated" and cfg.zigbee.database is None
+    assert cfg.emulator.zigbee is not None and cfg.emulator.zigbee.nodes == 8
+    assert cfg.emulator.zigbee.sleepy == 1 and cfg.zigbee.defaults == {"max_concurrent": 4}

@@ -434,18 +434,37 @@ async def test_open_radio_constructs_the_app_as_zigpy_does():
             return [80]
 
     class FakeApp:
-        SCHEMA = zc.CONFIG_SCHEMA
+        SCHEMA = radio_application_class("ezsp").SCHEMA
 
         @classmethod
         async def new(cls, config, auto_form=False, start_radio=True, **kw):
+            # zigpy validates the configuration here itself: it must get a raw one (a
+            # validated one does not validate twice with zigpy 2.4)
+            cls.SCHEMA(config)
             calls.append((config, auto_form, start_radio))
             app = cls()
             app._ezsp = FakeEzsp()
             return app
 
+        async def startup(self, auto_form=False):
+            calls.append(("startup", auto_form))
+
     app, aps = await open_radio(RadioConfig(port="/dev/ttyUSB1"), app_class=FakeApp)
-    assert aps == 80 and calls[0][1:] == (False, True)
+    assert aps == 80 and calls[0][1:] == (False, False) and calls[1] == ("startup", False)
     assert calls[0][0][zc.CONF_DEVICE][zc.CONF_DEVICE_PATH] == "/dev/ttyUSB1"
+
+    class SilentApp(FakeApp):
+        shut = False
+
+        async def startup(self, auto_form=False):
+            await asyncio.sleep(10)
+
+        async def shutdown(self):
+            SilentApp.shut = True
+
+    with pytest.raises(asyncio.TimeoutError):
+        await open_radio(RadioConfig(port="/dev/ttyUSB1"), app_class=SilentApp, timeout=0.01)
+    assert SilentApp.shut  # shut down again: no radio / database thread left behind
 
     class Broken:
         async def maximumPayloadLength(self):
