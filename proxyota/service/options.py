@@ -29,8 +29,9 @@ Fields (all optional):
 ``expected_fw_version``  what DevVersionAns must report after the reboot (default: the
                          image's ``firmware_version``)
 ``reboot``               ``{mode = "countdown" | "time", delay = s, at = GPS s}``
-``timeouts``             ``{answer, max_retries, setup_window, reopen_window,
-                         status_margin, start_guard, boot_margin, clock_tolerance}``
+``timeouts``             ``{answer, delivery, max_retries, setup_window, reopen_window,
+                         session_lead, status_margin, start_guard, boot_margin,
+                         clock_tolerance}``
 ``clock_sync_required``  bool
 =======================  =============================================================
 """
