@@ -211,6 +211,7 @@ async def run(sim: LorawanSimulation) -> dict[str, Any]:
         "nb_frag": nb_frag,
         "fragments_sent": sent,
         "unicast_fragments": report["unicast_fragments"],
+        "multicast_status_requests": report["multicast_status_requests"],
         "p_max": round(p_max, 4),
         "bound": round(bound, 2),
         "efficiency": round(sent / bound, 4),
