@@ -201,8 +201,9 @@ def print_lorawan_report(r: dict[str, Any], out: Any = None) -> None:
       f"unicast {r['unicast_fragments']}\n")
     w(f"  bound            {r['bound']:.1f} = NbFrag / (1 - p_max {r['p_max']:.3f}); "
       f"efficiency {r['efficiency']:.3f}\n")
-    w(f"  airtime          {_fmt(r['airtime_s'], ' s')} multicast; network time "
-      f"{_fmt(r['network_time_s'] / 3600, ' h', 2)} (emulated)\n")
+    gateway = sum(r.get("gateway_airtime_s", {}).values())
+    w(f"  airtime          {_fmt(r['airtime_s'], ' s')} multicast, {_fmt(gateway, ' s')} all "
+      f"gateway downlinks; network time {_fmt(r['network_time_s'] / 3600, ' h', 2)} (emulated)\n")
     w(f"  wall             {_fmt(r['wall_s'], ' s', 2)}\n")
 
 

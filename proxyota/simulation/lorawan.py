@@ -216,6 +216,9 @@ async def run(sim: LorawanSimulation) -> dict[str, Any]:
         "bound": round(bound, 2),
         "efficiency": round(sent / bound, 4),
         "airtime_s": report["airtime_s"],
+        # what the emulated gateway transmitted, per duty-cycle sub-band (multicast + unicast)
+        "gateway_airtime_s": {band: round(t, 3) for band, t in
+                              sorted(stats["network"].gateway_airtime.items())},
         "network_time_s": round(clock.now() - START_GPS, 1),
         "rounds": report["rounds"],
         "reopenings": report["reopenings"],

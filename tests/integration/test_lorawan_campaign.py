@@ -19,6 +19,8 @@ def _check_figures(r: dict) -> None:
     assert r["bound"] == pytest.approx(r["nb_frag"] / (1 - r["p_max"]), abs=0.01)
     assert r["efficiency"] == pytest.approx(r["fragments_sent"] / r["bound"], abs=1e-3)
     assert r["airtime_s"] > 0 and r["network_time_s"] > r["airtime_s"]
+    # the gateway sent the multicast frames (and the unicast downlinks on top)
+    assert sum(r["gateway_airtime_s"].values()) > r["airtime_s"]
     assert r["rounds"] >= 1
     assert r["updated"] == r["ground_truth_new_version"]
 
