@@ -762,7 +762,13 @@ class FuotaSession(SessionAnswers, SessionRounds):
                 dev.clock_skipped = True
                 self._advance(dev, now, out)
         elif kind == "status":
-            pass  # counted as an unanswered poll when the poll closes
+            # counted as an unanswered poll when the poll closes; the poll waited for this
+            # request's first deadline (long when it queued behind unicast fragments): now it
+            # waits only for what is still out
+            st = self._state
+            if st.stage is Stage.POLLING and dev.dev_eui in st.poll_awaited and st.poll_until is not None:
+                base = max(now, (st.poll_started_at or now) + self._status_wait)
+                st.poll_until = min(st.poll_until, self._poll_deadline(base))
         elif kind == "upgrade_image":
             if not dev.confirming:
                 return

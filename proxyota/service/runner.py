@@ -666,6 +666,9 @@ class CampaignRunner:
         rec = await self.store.get_campaign(campaign_id)
         image = rec.config.get("image", {})
         details, successes = driver.results(report, image)
+        # unpinned first: once a campaign reads "completed", its image is evictable (a crash
+        # in between resumes a finished machine, which finishes again at once)
+        await self._unpin(rec)
         now = self.clock.now()
         async with self.store.transaction():
             if rec.status == "running":
@@ -682,7 +685,6 @@ class CampaignRunner:
                         node.battery, node.last_seen, dict(node.rx_meta)))
         self.active.pop(campaign_id, None)
         await driver.close()
-        await self._unpin(rec)
         log.info("campaign finished", extra={"campaign": campaign_id, "outcomes": details["outcomes"]})
 
     async def recover(self) -> None:

@@ -83,3 +83,42 @@ def test_state_with_delivery_fields_round_trips() -> None:
     s.on_delivered(EUI, "probe:201", T0 + 5.0)
     doc = s.state.to_dict()
     assert SessionState.from_dict(doc).to_dict() == doc
+
+
+def test_unicast_repair_poll_ends_when_the_status_request_times_out() -> None:
+    """The status request after k unicast fragments first gets k+1 delivery windows (it
+    queues behind them); once delivered and unanswered it times out after ``answer``, and
+    the poll closes then, not at the first, far deadline."""
+    import pytest
+
+    from tests.lorawan.test_session import C, D
+    from tests.lorawan.test_session_harness import IMAGE, FakeDevice, FakeNetwork, make_config
+
+    # C misses 12 fragments of round 1: the planner repairs it by unicast; its answer to
+    # the status request that follows the repair is lost
+    straggler = FakeDevice(C, "loramac", lost=set(range(5, 17)))
+    devices = [straggler, FakeDevice(D, "lbm")]
+    timeouts = Timeouts(answer=120.0, delivery=3_000.0, max_retries=2, setup_window=3_600.0)
+    machine = FuotaSession(make_config(devices, timeouts=timeouts), IMAGE)
+    armed = []
+
+    def hook(net: FakeNetwork) -> None:
+        if not armed and any(h["event"] == "unicast_fragments"
+                             for h in machine.state.devices[C].history):
+            armed.append(True)
+            straggler.drop_status_answers = 1
+
+    net = FakeNetwork(machine, devices, txack=True, hook=hook)
+    net.route(machine.start(T0), T0)
+    net.run()
+    history = machine.state.devices[C].history
+    repair = next(h for h in history if h["event"] == "unicast_fragments")
+    timeout = next(h for h in history if h["event"] == "timeout" and h["request"] == "status"
+                   and h["t"] > repair["t"])
+    first_deadline = repair["t"] + timeouts.delivery * (repair["count"] + 1)
+    assert timeout["t"] < first_deadline - timeouts.delivery
+    # the poll closed right at the timeout: C was asked again at once
+    again = [h for h in history if h["event"] == "sent" and h["request"] == "status"
+             and h["t"] >= timeout["t"]]
+    assert again and again[0]["t"] == pytest.approx(timeout["t"])
+    assert machine.outcomes()[C].reason.value == "successful"

@@ -324,11 +324,11 @@ class FakeNetwork:
     """The class A / multicast plumbing between the machine and the fake devices."""
 
     def __init__(self, machine: FuotaSession, devices: list[FakeDevice], *, start: float = T0,
-                 hook: Callable[[FakeNetwork], None] | None = None) -> None:
+                 hook: Callable[[FakeNetwork], None] | None = None, txack: bool = False) -> None:
         self.machine = machine
         self.devices = {d.eui: d for d in devices}
         self.now = start
-        self.queues: dict[str, deque[tuple[int, bytes]]] = {d.eui: deque() for d in devices}
+        self.queues: dict[str, deque[tuple[int, bytes, str]]] = {d.eui: deque() for d in devices}
         self.events: list[tuple[float, int, str]] = []
         self.seq = itertools.count()
         self.actions: list = []
@@ -337,6 +337,7 @@ class FakeNetwork:
         self.groups_deleted = 0
         self.uplinks = 0
         self.hook = hook
+        self.txack = txack  # report each fetched unicast (ChirpStack txack) to the machine
         for i, d in enumerate(devices):
             self.schedule(d, start + 7 + 3 * i)
 
@@ -347,7 +348,7 @@ class FakeNetwork:
         for a in actions:
             self.actions.append((t, a))
             if isinstance(a, SendUnicast):
-                self.queues[a.dev_eui].append((a.fport, a.payload))
+                self.queues[a.dev_eui].append((a.fport, a.payload, a.kind))
             elif isinstance(a, SendMulticast):
                 self.multicast.append(a)
                 for d in self.devices.values():
@@ -368,7 +369,9 @@ class FakeNetwork:
             # an ordinary application uplink: the machine ignores other fPorts
             assert self.machine.on_uplink(dev.eui, 1, b"\x01", t) == []
         if not dev.silent and self.queues[dev.eui]:
-            port, payload = self.queues[dev.eui].popleft()
+            port, payload, kind = self.queues[dev.eui].popleft()
+            if self.txack:
+                self.route(self.machine.on_delivered(dev.eui, kind, t + 1), t + 1)
             dev.on_unicast(port, payload, t + 1, self)
         soon = dev.outbox or self.queues[dev.eui] or dev.block_ack_pending
         self.schedule(dev, t + (dev.busy_period if soon else dev.period))
