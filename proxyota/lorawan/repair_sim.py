@@ -21,12 +21,13 @@ The gateway side only sees those answers; the truth (who really decoded) is used
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from proxyota.errors import InvalidArgument
+from proxyota.fec import ts004
 from proxyota.lorawan.repair import (
     MAX_COUNTER,
     Action,
@@ -237,14 +238,12 @@ def _build_devices(
         raise InvalidArgument("stacks must have one entry per device")
     if Stack.UNKNOWN in stacks:
         raise InvalidArgument("simulated devices need a real stack (tell_stack hides it)")
-    payloads = None
+    payloads: Callable[[int], bytes] | None = None
     if decoder == "ts004":
-        from proxyota.fec import ts004
-
         data = rng.integers(0, 256, nb_frag * frag_size, dtype=np.uint8).tobytes()
         frags_holder: list[list[bytes]] = [[]]
 
-        def payloads(counter: int) -> bytes:
+        def coded(counter: int) -> bytes:
             fr = frags_holder[0]
             if counter > len(fr):
                 redundancy = min(MAX_COUNTER, max(counter, 2 * len(fr), nb_frag + 64)) - nb_frag
@@ -252,6 +251,7 @@ def _build_devices(
                 fr = frags_holder[0]
             return fr[counter - 1]
 
+        payloads = coded
     elif decoder != "model":
         raise InvalidArgument(f"decoder must be 'model' or 'ts004', got {decoder!r}")
     mute = set(mute)
@@ -259,8 +259,6 @@ def _build_devices(
     for i, (p, st) in enumerate(zip(losses, stacks)):
         dec = None
         if decoder == "ts004":
-            from proxyota.fec import ts004
-
             dec = ts004.Decoder(nb_frag, frag_size, version=1)
         devs.append(
             _Device(f"dev{i:04d}", nb_frag, st, _Channel(p, channel, burst, loss_bad),
