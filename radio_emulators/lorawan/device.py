@@ -83,6 +83,9 @@ class DeviceProfile:
     time_sync_period: float | None = 24 * 3600.0
     resync_spacing: float = 20.0
     block_ack_retries: int = 3
+    # a unicast downlink with FPending set: uplink again as soon as the duty cycle allows to
+    # fetch the rest (LoRaMac-node's class A example does; an application may not)
+    fetch_on_fpending: bool = True
 
 
 LORAMAC_NODE = DeviceProfile(
@@ -353,6 +356,15 @@ class EndDevice:
         heapq.heappush(self._pending, _Pending(due, self._seq, port, kind, n, payload, build,
                                                on_sent))
 
+    def _fetch_soon(self, now: float) -> None:
+        """FPending: an uplink at the next chance (unless one is queued already; its RX
+        windows fetch the next downlink too)."""
+        if any(p.kind != "app" for p in self._pending):
+            return  # an answer (or a fetch) is queued already
+        self._push(now, APP_PORT, "fetch", length=7,
+                   build=lambda t: app_status_payload(self.fw_version, self.battery.status_byte(),
+                                                      self.reboots))
+
     def _answer(self, now: float, port: int, answers: list, delay: float = 0.0,
                 kind: str = "answer") -> None:
         """Queue answers as uplinks, packing as many as fit in one frame."""
@@ -474,10 +486,11 @@ class EndDevice:
     # ------------------------------------------------------------------ downlinks
     def on_downlink(self, fport: int, payload: bytes, now: float, *, mc_addr: int | None = None,
                     freq: int | None = None, dr: int | None = None, f_cnt: int | None = None,
-                    keys: tuple[bytes, bytes] | None = None) -> bool:
+                    keys: tuple[bytes, bytes] | None = None, f_pending: bool = False) -> bool:
         """A frame reaches the device at `now` (the start of the frame). Multicast frames
         name their McAddr (and may give the channel, FCnt and the (McNwkSKey, McAppSKey)
-        the network used). Returns whether the device accepted the frame."""
+        the network used); a unicast one may say more downlinks wait (FPending). Returns
+        whether the device accepted the frame."""
         if not self.alive:
             return False
         self._advance(now)
@@ -500,6 +513,8 @@ class EndDevice:
         self._note(now, "downlink.multicast" if group else "downlink.unicast", f"port {fport}")
         if fport not in ac.PACKAGE_ID:
             self._note(now, "downlink.app", f"port {fport}")
+            if group is None and f_pending and self.profile.fetch_on_fpending:
+                self._fetch_soon(now)
             return True
         version = self.supports(ac.PACKAGE_ID[fport])
         if version is None:
@@ -515,6 +530,8 @@ class EndDevice:
         for cmd in cmds:
             handler(cmd, now, group, version, immediate)
         self._answer(now, fport, immediate)
+        if group is None and f_pending and self.profile.fetch_on_fpending:
+            self._fetch_soon(now)
         if self._reboot_due(now):
             self._reboot(now)
         return True

@@ -84,6 +84,7 @@ class DownlinkTx:
     requested: float = 0.0   # not_before (multicast) / uplink end (unicast)
     reached: int = 0         # devices the channel let the frame reach
     accepted: int = 0        # devices that accepted it
+    f_pending: bool = False  # unicast: more downlinks wait in the device's queue (FPending)
 
     @property
     def t_end(self) -> float:
@@ -350,7 +351,7 @@ class Network:
             self._reserve(t, freq, airtime)
             queue.remove(item)
             tx = DownlinkTx("unicast", eui, item.fport, item.payload, t, airtime, freq, dr,
-                            requested=up.t_end)
+                            requested=up.t_end, f_pending=bool(queue))
             heapq.heappush(self._heap, (t, next(self._seq), "unicast", (eui, tx)))
             return
 
@@ -362,7 +363,7 @@ class Network:
         if self.downlink_models[eui].deliver(tx.t_start):
             tx.reached = 1
             self._n_deliveries += 1
-            if dev.on_downlink(tx.fport, tx.payload, tx.t_start):
+            if dev.on_downlink(tx.fport, tx.payload, tx.t_start, f_pending=tx.f_pending):
                 tx.accepted = 1
             else:
                 self._n_rejected += 1

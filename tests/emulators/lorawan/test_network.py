@@ -73,6 +73,29 @@ def test_unicast_waits_for_an_uplink_and_uses_rx1():
     assert net.unicast_queue(d.dev_eui) == []
 
 
+@pytest.mark.parametrize("fetch", [True, False])
+def test_fpending_makes_the_device_fetch_the_rest_at_once(fetch):
+    """Two downlinks queued: the first goes out with FPending and the device (LoRaMac-node's
+    class A behaviour) uplinks again as soon as it may, instead of a whole period later."""
+    import dataclasses
+
+    profile = dataclasses.replace(IDEAL, fetch_on_fpending=fetch)
+    net = Network(EU868, start=T0)
+    d = device(3, profile, uplink_period=3600.0, time_sync_at_boot=False)
+    net.add_device(d)
+    Server(net)
+    net.enqueue_unicast(d.dev_eui, 6, b"\x01")
+    net.enqueue_unicast(d.dev_eui, 6, b"\x02")
+    net.run_for(3600.0 * 1.5)
+    tx = [x for x in net.downlink_log if x.kind == "unicast"]
+    assert [x.f_pending for x in tx][:2] == [True, False]
+    gap = tx[1].t_start - tx[0].t_start
+    if fetch:
+        assert gap < 60.0  # the duty cycle's off-time, not the uplink period
+    else:
+        assert gap > 1000.0
+
+
 def test_rx2_when_rx1_would_break_the_duty_cycle():
     net = Network(EU868, start=T0)
     d = device(2, uplink_period=600.0, time_sync_at_boot=False)
