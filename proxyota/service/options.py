@@ -134,7 +134,9 @@ def merge_options(defaults: Mapping[str, Any], override: Mapping[str, Any]) -> d
     return out
 
 
-def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
+def type_ok(value: Any, types: tuple[type, ...]) -> bool:
+    """``value`` is one of ``types`` as a JSON/TOML value: a bool is not an int, and a
+    non-finite float is no number."""
     if isinstance(value, bool) and bool not in types:
         return False
     if isinstance(value, float) and float in types and not math.isfinite(value):
@@ -186,7 +188,7 @@ def parse_options(
         if value is None:
             values[key] = None
             continue
-        if not _type_ok(value, types):
+        if not type_ok(value, types):
             raise OptionError(path(key), f"must be {what} ({'/'.join(t.__name__ for t in types)}), "
                                          f"got {value!r}")
         values[key] = value
@@ -197,7 +199,7 @@ def parse_options(
         if key not in _TIMEOUT_FIELDS:
             raise OptionError(f"{path('timeouts')}.{key}",
                               f"unknown timeout (known: {', '.join(sorted(_TIMEOUT_FIELDS))})")
-        if value is not None and not _type_ok(value, (int,) if key == "max_retries" else (int, float)):
+        if value is not None and not type_ok(value, (int,) if key == "max_retries" else (int, float)):
             raise OptionError(f"{path('timeouts')}.{key}", f"must be a number, got {value!r}")
     r_doc = values.get("reboot") or {}
     for key, value in r_doc.items():

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from proxyota.errors import InvalidArgument
-from proxyota.service.options import OptionError, _type_ok
+from proxyota.service.options import OptionError, type_ok
 from proxyota.zigbee.campaign import NOTIFY_MODES
 from proxyota.zigbee.ota_server import (
     DEFAULT_DEVICE_CLASSES,
@@ -126,7 +126,7 @@ def _device_classes(doc: Any, path: str) -> dict[str, DeviceClassPolicy]:
             if key not in DEVICE_CLASS_FIELDS:
                 raise OptionError(f"{where}.{key}", f"unknown field (known: {', '.join(DEVICE_CLASS_FIELDS)})")
             allowed = (int,) if key == "max_notifies" else _NUMBER
-            if not (value is None and key == "notify_interval") and not _type_ok(value, allowed):
+            if not (value is None and key == "notify_interval") and not type_ok(value, allowed):
                 raise OptionError(f"{where}.{key}", f"must be a number, got {value!r}")
         try:
             classes[name] = dataclasses.replace(classes[name], **fields)
@@ -147,7 +147,7 @@ def parse_zigbee_options(doc: Any, *, prefix: str = "options.") -> ZigbeeOptions
             raise OptionError(f"{prefix}{key}",
                               f"unknown option (known: {', '.join(sorted(ZIGBEE_OPTION_FIELDS))})")
         types, what = ZIGBEE_OPTION_FIELDS[key]
-        if value is not None and not _type_ok(value, types):
+        if value is not None and not type_ok(value, types):
             raise OptionError(f"{prefix}{key}", f"must be {what}, got {value!r}")
         if key in _CHOICES and value is not None and value not in _CHOICES[key]:
             raise OptionError(f"{prefix}{key}", f"must be one of {', '.join(_CHOICES[key])}, got {value!r}")
