@@ -29,8 +29,9 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="run the gateway service (intake, campaigns, HTTP API)",
-        description="Run the proxyota gateway service: TUF image intake, the LoRaWAN campaign "
-                    "runner against ChirpStack and the HTTP API, configured by a TOML file.")
+        description="Run the proxyota gateway service: TUF image intake, LoRaWAN campaigns "
+                    "through ChirpStack, Zigbee campaigns through a zigpy coordinator, and "
+                    "the HTTP API, configured by a TOML file.")
     parser.add_argument("--config", required=True, metavar="FILE",
                         help="service configuration (TOML), e.g. configs/chirpstack.toml")
     parser.add_argument("--check", action="store_true",
