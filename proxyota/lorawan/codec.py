@@ -183,6 +183,34 @@ class Command:
         return [(cmd, r.pos)]
 
 
+class IndexWithFlag(Command):
+    """The one-byte answers laid out as b7:3 RFU, b2 one error flag, b1:0 an index
+    (FragSessionDeleteAns, FragDataBlockReceivedReq, McGroupSetupAns, McGroupDeleteAns).
+    Subclasses declare the two dataclass fields, index first, and name the byte
+    (``_LABEL``) for decode errors."""
+
+    _LABEL: ClassVar[str]
+
+    def _fields(self) -> tuple[str, str]:
+        index, flag = dataclasses.fields(self)[:2]  # type: ignore[arg-type]
+        return index.name, flag.name
+
+    def __post_init__(self) -> None:
+        index, flag = self._fields()
+        check_uint(self, index, getattr(self, index), 3)
+        check_bool(self, flag, getattr(self, flag))
+
+    def _encode_payload(self) -> bytes:
+        index, flag = self._fields()
+        return bytes((getattr(self, index) | (4 if getattr(self, flag) else 0),))
+
+    @classmethod
+    def _decode(cls, r: Reader, version: int) -> Command:
+        index, flag = (f.name for f in dataclasses.fields(cls)[:2])  # type: ignore[arg-type]
+        b = r.u8(index, flag, rfu=0xF8, label=cls._LABEL)
+        return cls(b & 0x03, bool(b & 4))  # type: ignore[call-arg]
+
+
 def le(value: int, size: int, signed: bool = False) -> bytes:
     return value.to_bytes(size, "little", signed=signed)
 

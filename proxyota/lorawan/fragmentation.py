@@ -28,6 +28,7 @@ from proxyota.lorawan.codec import (
     U8,
     U16,
     Command,
+    IndexWithFlag,
     Package,
     PackageVersionAns,
     PackageVersionReq,
@@ -333,28 +334,17 @@ class FragSessionDeleteReq(Command):
 
 
 @dataclass(frozen=True)
-class FragSessionDeleteAns(Command):
+class FragSessionDeleteAns(IndexWithFlag):
     """FragSessionDeleteAns (uplink): Status (b7:3 RFU, b2 SessionDoesNotExist, b1:0 FragIndex)."""
 
     CID = 0x03
     frag_index: int
     session_does_not_exist: bool = False
-
-    def __post_init__(self) -> None:
-        check_uint(self, "frag_index", self.frag_index, 3)
-        check_bool(self, "session_does_not_exist", self.session_does_not_exist)
-
-    def _encode_payload(self) -> bytes:
-        return bytes((self.frag_index | (4 if self.session_does_not_exist else 0),))
-
-    @classmethod
-    def _decode(cls, r: Reader, version: int) -> Command:
-        b = r.u8("frag_index", "session_does_not_exist", rfu=0xF8, label="Status")
-        return cls(b & 0x03, bool(b & 4))
+    _LABEL = "Status"
 
 
 @dataclass(frozen=True)
-class FragDataBlockReceivedReq(Command):
+class FragDataBlockReceivedReq(IndexWithFlag):
     """FragDataBlockReceivedReq (v2, uplink): Status (b7:3 RFU, b2 MICError, b1:0 FragIndex).
 
     Sent only when the session was set up with AckReception, after a random delay.
@@ -363,18 +353,7 @@ class FragDataBlockReceivedReq(Command):
     CID = 0x04
     frag_index: int
     mic_error: bool = False
-
-    def __post_init__(self) -> None:
-        check_uint(self, "frag_index", self.frag_index, 3)
-        check_bool(self, "mic_error", self.mic_error)
-
-    def _encode_payload(self) -> bytes:
-        return bytes((self.frag_index | (4 if self.mic_error else 0),))
-
-    @classmethod
-    def _decode(cls, r: Reader, version: int) -> Command:
-        b = r.u8("frag_index", "mic_error", rfu=0xF8, label="Status")
-        return cls(b & 0x03, bool(b & 4))
+    _LABEL = "Status"
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from proxyota.lorawan.codec import (
     U24,
     U32,
     Command,
+    IndexWithFlag,
     Package,
     PackageVersionAns,
     PackageVersionReq,
@@ -167,24 +168,13 @@ class McGroupSetupReq(Command):
 
 
 @dataclass(frozen=True)
-class McGroupSetupAns(Command):
+class McGroupSetupAns(IndexWithFlag):
     """McGroupSetupAns (uplink): McGroupIDHeader (b7:3 RFU, b2 IDerror, b1:0 McGroupID)."""
 
     CID = 0x02
     mc_group_id: int
     id_error: bool = False
-
-    def __post_init__(self) -> None:
-        _check_group(self, self.mc_group_id)
-        check_bool(self, "id_error", self.id_error)
-
-    def _encode_payload(self) -> bytes:
-        return bytes((self.mc_group_id | (4 if self.id_error else 0),))
-
-    @classmethod
-    def _decode(cls, r: Reader, version: int) -> Command:
-        b = r.u8("mc_group_id", "id_error", rfu=0xF8, label="McGroupIDHeader")
-        return cls(b & 3, bool(b & 4))
+    _LABEL = "McGroupIDHeader"
 
 
 @dataclass(frozen=True)
@@ -206,24 +196,13 @@ class McGroupDeleteReq(Command):
 
 
 @dataclass(frozen=True)
-class McGroupDeleteAns(Command):
+class McGroupDeleteAns(IndexWithFlag):
     """McGroupDeleteAns (uplink): b7:3 RFU, b2 McGroupUndefined, b1:0 McGroupID."""
 
     CID = 0x03
     mc_group_id: int
     mc_group_undefined: bool = False
-
-    def __post_init__(self) -> None:
-        _check_group(self, self.mc_group_id)
-        check_bool(self, "mc_group_undefined", self.mc_group_undefined)
-
-    def _encode_payload(self) -> bytes:
-        return bytes((self.mc_group_id | (4 if self.mc_group_undefined else 0),))
-
-    @classmethod
-    def _decode(cls, r: Reader, version: int) -> Command:
-        b = r.u8("mc_group_id", "mc_group_undefined", rfu=0xF8, label="McGroupIDHeader")
-        return cls(b & 3, bool(b & 4))
+    _LABEL = "McGroupIDHeader"
 
 
 @dataclass(frozen=True)
