@@ -457,7 +457,7 @@ async def test_open_radio_constructs_the_app_as_zigpy_does():
         shut = False
 
         async def startup(self, auto_form=False):
-            await asyncio.sleep(10)
+            await asyncio.Event().wait()  # a radio that never answers
 
         async def shutdown(self):
             SilentApp.shut = True
